@@ -1,0 +1,213 @@
+//! The store: all of Trimaran's state. Metadata lives in SQL (SQLite embedded, PostgreSQL for
+//! clusters) behind [`MetaStore`]; message bodies live behind [`BlobStore`], by default in the
+//! same database. [`Store`] ties the two together and owns the rules both must follow:
+//! bodies are written before (or with) the metadata that names them, and verified on every read.
+
+pub mod blob;
+pub mod error;
+mod migrate;
+pub mod postgres;
+pub mod sqlite;
+pub mod types;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use blob::{BlobHash, BlobStore, Compression, StoredBlob};
+pub use error::{Result, StoreError};
+pub use types::*;
+
+/// The metadata half of the store. Every method is one transaction; a method that returns an
+/// error has changed nothing.
+#[async_trait]
+pub trait MetaStore: Send + Sync {
+    /// Schema version the store is at (after migrations).
+    async fn schema_version(&self) -> Result<i64>;
+
+    async fn add_domain(&self, name: &str) -> Result<DomainId>;
+    /// Refuses while accounts or aliases of the domain exist.
+    async fn remove_domain(&self, name: &str) -> Result<()>;
+    async fn list_domains(&self) -> Result<Vec<String>>;
+    async fn domain_exists(&self, name: &str) -> Result<bool>;
+
+    /// Creates the account and its default mailboxes ([`DEFAULT_MAILBOXES`]) in one transaction.
+    async fn add_account(&self, address: &str, password_hash: &str) -> Result<AccountId>;
+    /// Removes the account, its mailboxes and their message entries. Bodies shared with other
+    /// accounts stay; unreferenced ones are left for garbage collection.
+    async fn remove_account(&self, address: &str) -> Result<()>;
+    async fn list_accounts(&self) -> Result<Vec<String>>;
+    async fn set_password(&self, address: &str, password_hash: &str) -> Result<()>;
+    async fn account_by_address(&self, address: &str) -> Result<Option<AccountRecord>>;
+
+    async fn add_alias(&self, address: &str, target: &str) -> Result<()>;
+    /// Removes one target, or every target of the alias when `target` is `None`.
+    async fn remove_alias(&self, address: &str, target: Option<&str>) -> Result<()>;
+    async fn list_aliases(&self) -> Result<Vec<(String, String)>>;
+    async fn alias_targets(&self, address: &str) -> Result<Vec<String>>;
+
+    /// Commits a message: its body (when `write_blob`), its parsed metadata, one entry per local
+    /// recipient in that account's INBOX with a fresh UID and MODSEQ, and the outbound queue
+    /// entries. All or nothing.
+    async fn deliver(&self, delivery: Arc<Delivery>, write_blob: bool) -> Result<DeliveryReceipt>;
+
+    async fn mailboxes(&self, account: AccountId) -> Result<Vec<MailboxRecord>>;
+    /// Messages of one mailbox, or of every mailbox, in mailbox then UID order.
+    async fn list_messages(
+        &self,
+        account: AccountId,
+        mailbox: Option<&str>,
+    ) -> Result<Vec<MessageRecord>>;
+    async fn find_message(
+        &self,
+        account: AccountId,
+        mailbox: &str,
+        uid: u32,
+    ) -> Result<Option<MessageRecord>>;
+    async fn message_meta(&self, hash: &BlobHash) -> Result<Option<MessageMeta>>;
+
+    async fn queue_list(&self) -> Result<Vec<QueueRecord>>;
+
+    /// Remembers that a body failed verification, so that operators and the scrub see it.
+    async fn record_corruption(&self, hash: &BlobHash, detail: &str) -> Result<()>;
+}
+
+/// Which back end, parsed from `sqlite:PATH` or `postgres://...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        if let Some(path) = s
+            .strip_prefix("sqlite://")
+            .or_else(|| s.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(StoreError::Invalid("sqlite: URL without a path".into()));
+            }
+            Ok(StoreUrl::Sqlite(path.into()))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(StoreUrl::Postgres(s.to_string()))
+        } else {
+            Err(StoreError::Invalid(format!(
+                "unknown store URL {s:?}: expected sqlite:PATH or postgres://..."
+            )))
+        }
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            // Never print a password that may be in the URL.
+            StoreUrl::Postgres(url) => match url.split_once('@') {
+                Some((creds, host)) if creds.contains(':') && creds.matches(':').count() > 1 => {
+                    let user_end = creds.rfind(':').unwrap_or(creds.len());
+                    write!(f, "{}:***@{host}", &creds[..user_end])
+                }
+                _ => f.write_str(url),
+            },
+        }
+    }
+}
+
+/// The store as the rest of Trimaran sees it.
+pub struct Store {
+    meta: Arc<dyn MetaStore>,
+    blobs: Arc<dyn BlobStore>,
+    corrupt_reads: AtomicU64,
+}
+
+impl Store {
+    /// Opens the back end named by `url`, applying schema migrations.
+    pub async fn open(url: &StoreUrl) -> Result<Arc<Store>> {
+        match url {
+            StoreUrl::Sqlite(path) => {
+                let backend = Arc::new(sqlite::SqliteStore::open(path).await?);
+                Ok(Arc::new(Store::new(backend.clone(), backend)))
+            }
+            StoreUrl::Postgres(url) => {
+                let backend = Arc::new(postgres::PostgresStore::open(url).await?);
+                Ok(Arc::new(Store::new(backend.clone(), backend)))
+            }
+        }
+    }
+
+    pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> Store {
+        Store {
+            meta,
+            blobs,
+            corrupt_reads: AtomicU64::new(0),
+        }
+    }
+
+    pub fn meta(&self) -> &dyn MetaStore {
+        self.meta.as_ref()
+    }
+
+    /// Commits a delivery. With an external blob store the body is written first: a crash
+    /// between the two leaves an unreferenced body (collected later), never a reference to a
+    /// missing one.
+    pub async fn deliver(&self, delivery: Arc<Delivery>) -> Result<DeliveryReceipt> {
+        let shared = self.blobs.shares_metadata_transaction();
+        if !shared {
+            self.blobs.put_blob(&delivery.message.blob).await?;
+        }
+        self.meta.deliver(delivery, shared).await
+    }
+
+    /// The exact bytes of a body, verified against their hash. A mismatch is logged, counted,
+    /// recorded in the store and returned as [`StoreError::Corrupt`]; the bytes never are.
+    pub async fn read_blob(&self, hash: &BlobHash) -> Result<Vec<u8>> {
+        let stored = self
+            .blobs
+            .get_blob(hash)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("body {hash}")))?;
+        match stored.decode_verified() {
+            Ok(bytes) => Ok(bytes),
+            Err(err) => {
+                self.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%hash, error = %err, "stored body failed verification; not served");
+                if let Err(e) = self.meta.record_corruption(hash, &err.to_string()).await {
+                    tracing::warn!(%hash, error = %e, "could not record the corruption");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Bodies that failed verification since this process started.
+    pub fn corrupt_reads(&self) -> u64 {
+        self.corrupt_reads.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(
+            "sqlite:/tmp/x.db".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Sqlite("/tmp/x.db".into())
+        );
+        assert!(matches!(
+            "postgres://u@h/db".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Postgres(_)
+        ));
+        assert!("mysql://x".parse::<StoreUrl>().is_err());
+        let shown = "postgres://u:secret@h/db"
+            .parse::<StoreUrl>()
+            .unwrap()
+            .to_string();
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+}

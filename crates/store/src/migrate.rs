@@ -1,0 +1,24 @@
+//! Versioned schema migrations, one list per back end, applied in order on open. A store whose
+//! schema is newer than this binary knows is refused rather than misread.
+
+/// (version, SQL) for SQLite, oldest first.
+pub const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
+
+/// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
+pub const POSTGRES: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/postgres/0001_initial.sql"))];
+
+pub fn latest(migrations: &[(i64, &str)]) -> i64 {
+    migrations.last().map(|(v, _)| *v).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_back_ends_have_the_same_versions() {
+        let s: Vec<i64> = super::SQLITE.iter().map(|m| m.0).collect();
+        let p: Vec<i64> = super::POSTGRES.iter().map(|m| m.0).collect();
+        assert_eq!(s, p);
+        assert!(s.windows(2).all(|w| w[0] < w[1]));
+    }
+}

@@ -1,0 +1,732 @@
+//! The cluster back end: PostgreSQL holds metadata and (by default) bodies.
+//!
+//! Durability: every transaction commits with `synchronous_commit = on`, set per session so that
+//! a server default cannot weaken it. PostgreSQL flushes the WAL of concurrent committers
+//! together, so parallel deliveries on the pool's connections share fsyncs (group commit)
+//! without an explicit batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Timeouts};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+
+use crate::blob::{BlobHash, BlobStore, Compression, StoredBlob};
+use crate::error::{Result, StoreError};
+use crate::migrate;
+use crate::types::*;
+use crate::MetaStore;
+
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+/// Pool size: enough for concurrent deliveries to share WAL flushes, small enough for a
+/// default `max_connections` shared by several nodes.
+const POOL_SIZE: usize = 16;
+/// How long one attempt may wait for a connection; the callers' retry loop bounds the total.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sorts PostgreSQL's errors into temporary and permanent ones (G2).
+pub(crate) fn map_err(e: tokio_postgres::Error) -> StoreError {
+    let Some(code) = e.code() else {
+        // No SQLSTATE: the connection broke or could not be made.
+        return StoreError::Unavailable(e.to_string());
+    };
+    let text = match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    };
+    if *code == SqlState::DISK_FULL {
+        StoreError::Full(text)
+    } else if *code == SqlState::UNIQUE_VIOLATION {
+        StoreError::AlreadyExists(text)
+    } else if code.code().starts_with("08") // connection exception
+        || code.code().starts_with("53") // insufficient resources
+        || code.code().starts_with("57") // operator intervention: shutdown, cannot connect now
+        || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || *code == SqlState::READ_ONLY_SQL_TRANSACTION // a standby after failover
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+    {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Internal(format!("{text} (SQLSTATE {})", code.code()))
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => map_err(e),
+        other => StoreError::Unavailable(format!("no PostgreSQL connection: {other}")),
+    }
+}
+
+fn already(e: StoreError, what: String) -> StoreError {
+    match e {
+        StoreError::AlreadyExists(_) => StoreError::AlreadyExists(what),
+        other => other,
+    }
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str) -> Result<PostgresStore> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.options("-c synchronous_commit=on");
+        config.application_name("trimaran");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(CONNECT_TIMEOUT),
+                create: Some(CONNECT_TIMEOUT),
+                recycle: Some(CONNECT_TIMEOUT),
+            })
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let store = PostgresStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        // Two nodes starting together must not both apply the same migration.
+        tx.execute("SELECT pg_advisory_xact_lock(7461726d)", &[])
+            .await
+            .map_err(map_err)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            .await
+            .map_err(map_err)?;
+        let current: i64 = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+            .await
+            .map_err(map_err)?
+            .get(0);
+        let known = migrate::latest(migrate::POSTGRES);
+        if current > known {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                known,
+            });
+        }
+        for (version, sql) in migrate::POSTGRES.iter().filter(|(v, _)| *v > current) {
+            tx.batch_execute(sql).await.map_err(map_err)?;
+            tx.execute("DELETE FROM schema_version", &[])
+                .await
+                .map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES ($1)",
+                &[version],
+            )
+            .await
+            .map_err(map_err)?;
+            tracing::info!(version, "applied PostgreSQL schema migration");
+        }
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+async fn domain_id(c: &impl GenericClient, domain: &str) -> Result<DomainId> {
+    c.query_opt("SELECT id FROM domains WHERE name = $1", &[&domain])
+        .await
+        .map_err(map_err)?
+        .map(|r| r.get(0))
+        .ok_or_else(|| StoreError::NotFound(format!("domain {domain}")))
+}
+
+async fn address_domain_id(c: &impl GenericClient, address: &str) -> Result<DomainId> {
+    let domain = domain_of(address)
+        .ok_or_else(|| StoreError::Invalid(format!("{address:?} is not an address")))?;
+    domain_id(c, domain).await
+}
+
+const MESSAGE_COLUMNS: &str =
+    "mb.name, mm.uid, mm.size, mm.hash, meta.subject, mm.internal_date, mm.modseq
+     FROM mailbox_messages mm
+     JOIN mailboxes mb ON mb.id = mm.mailbox_id
+     LEFT JOIN message_meta meta ON meta.hash = mm.hash";
+
+fn message_record(r: &Row) -> Result<MessageRecord> {
+    Ok(MessageRecord {
+        mailbox: r.get(0),
+        uid: r.get::<_, i64>(1) as u32,
+        size: r.get::<_, i64>(2) as u64,
+        hash: r.get::<_, String>(3).parse()?,
+        subject: r.get(4),
+        internal_date: r.get(5),
+        modseq: r.get::<_, i64>(6) as u64,
+    })
+}
+
+async fn deliver_tx(
+    tx: &deadpool_postgres::Transaction<'_>,
+    d: &Delivery,
+    write_blob: bool,
+) -> Result<DeliveryReceipt> {
+    let msg = &d.message;
+    let hash = msg.blob.hash.to_hex();
+    let size = msg.blob.size as i64;
+    let now = now_unix();
+    if write_blob {
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO blobs (hash, size, compression, data, created) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .await
+            .map_err(map_err)?;
+        tx.execute(
+            &st,
+            &[
+                &hash,
+                &size,
+                &(msg.blob.compression as i64),
+                &msg.blob.data,
+                &now,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+    }
+    let meta_json =
+        serde_json::to_string(&msg.meta).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let from = msg.meta.from.first().and_then(|a| a.address.clone());
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO message_meta (hash, size, subject, from_addr, message_id, sent_date, meta)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hash) DO NOTHING",
+        )
+        .await
+        .map_err(map_err)?;
+    tx.execute(
+        &st,
+        &[
+            &hash,
+            &size,
+            &msg.meta.subject,
+            &from,
+            &msg.meta.message_id,
+            &msg.meta.date,
+            &meta_json,
+        ],
+    )
+    .await
+    .map_err(map_err)?;
+
+    let mut accounts = d.local.clone();
+    // A fixed locking order: two deliveries to the same accounts never deadlock.
+    accounts.sort_unstable();
+    accounts.dedup();
+    let mut receipt = DeliveryReceipt::default();
+    let next_uid = tx
+        .prepare_cached(
+            "UPDATE mailboxes SET uidnext = uidnext + 1
+             WHERE account_id = $1 AND name = 'INBOX' RETURNING id, uidnext - 1",
+        )
+        .await
+        .map_err(map_err)?;
+    let next_modseq = tx
+        .prepare_cached("UPDATE accounts SET modseq = modseq + 1 WHERE id = $1 RETURNING modseq")
+        .await
+        .map_err(map_err)?;
+    let set_highest = tx
+        .prepare_cached("UPDATE mailboxes SET highestmodseq = $1 WHERE id = $2")
+        .await
+        .map_err(map_err)?;
+    let insert_entry = tx
+        .prepare_cached(
+            "INSERT INTO mailbox_messages
+               (mailbox_id, uid, account_id, hash, size, flags, keywords, modseq, internal_date)
+             VALUES ($1, $2, $3, $4, $5, 0, '', $6, $7)",
+        )
+        .await
+        .map_err(map_err)?;
+    let insert_change = tx
+        .prepare_cached(
+            "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
+             VALUES ($1, $2, 'append', $3, $4, $5)",
+        )
+        .await
+        .map_err(map_err)?;
+    for account in accounts {
+        let row = tx
+            .query_opt(&next_uid, &[&account])
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| StoreError::Internal(format!("account {account} has no INBOX")))?;
+        let (mailbox_id, uid): (i64, i64) = (row.get(0), row.get(1));
+        let modseq: i64 = tx
+            .query_one(&next_modseq, &[&account])
+            .await
+            .map_err(map_err)?
+            .get(0);
+        tx.execute(&set_highest, &[&modseq, &mailbox_id])
+            .await
+            .map_err(map_err)?;
+        tx.execute(
+            &insert_entry,
+            &[
+                &mailbox_id,
+                &uid,
+                &account,
+                &hash,
+                &size,
+                &modseq,
+                &msg.received_at,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.execute(
+            &insert_change,
+            &[&account, &modseq, &mailbox_id, &uid, &now],
+        )
+        .await
+        .map_err(map_err)?;
+        receipt.copies.push(DeliveredCopy {
+            account_id: account,
+            mailbox_id,
+            uid: uid as u32,
+            modseq: modseq as u64,
+        });
+    }
+
+    if let Some(out) = d.outbound.as_ref().filter(|o| !o.recipients.is_empty()) {
+        let queue_id: i64 = tx
+            .query_one(
+                "INSERT INTO queue_messages (hash, size, sender, submitted_by, created)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                &[&hash, &size, &out.sender, &out.submitted_by, &now],
+            )
+            .await
+            .map_err(map_err)?
+            .get(0);
+        let insert_rcpt = tx
+            .prepare_cached(
+                "INSERT INTO queue_recipients (queue_id, recipient, status, next_attempt)
+                 VALUES ($1, $2, 'pending', $3)",
+            )
+            .await
+            .map_err(map_err)?;
+        for rcpt in &out.recipients {
+            tx.execute(&insert_rcpt, &[&queue_id, rcpt, &now])
+                .await
+                .map_err(map_err)?;
+        }
+        receipt.queue_id = Some(queue_id);
+    }
+    Ok(receipt)
+}
+
+#[async_trait]
+impl MetaStore for PostgresStore {
+    async fn schema_version(&self) -> Result<i64> {
+        let c = self.client().await?;
+        let row = c
+            .query_one("SELECT max(version) FROM schema_version", &[])
+            .await
+            .map_err(map_err)?;
+        Ok(row.get(0))
+    }
+
+    async fn add_domain(&self, name: &str) -> Result<DomainId> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "INSERT INTO domains (name, created) VALUES ($1, $2) RETURNING id",
+                &[&name, &now_unix()],
+            )
+            .await
+            .map_err(|e| already(map_err(e), format!("domain {name}")))?;
+        Ok(row.get(0))
+    }
+
+    async fn remove_domain(&self, name: &str) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let id = domain_id(&tx, name).await?;
+        let users: i64 = tx
+            .query_one(
+                "SELECT (SELECT count(*) FROM accounts WHERE domain_id = $1)
+                      + (SELECT count(*) FROM aliases WHERE domain_id = $1)",
+                &[&id],
+            )
+            .await
+            .map_err(map_err)?
+            .get(0);
+        if users > 0 {
+            return Err(StoreError::Invalid(format!(
+                "domain {name} still has {users} accounts or aliases; remove them first"
+            )));
+        }
+        tx.execute("DELETE FROM domains WHERE id = $1", &[&id])
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_domains(&self) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT name FROM domains ORDER BY name", &[])
+            .await
+            .map_err(map_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn domain_exists(&self, name: &str) -> Result<bool> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT 1 FROM domains WHERE name = $1")
+            .await
+            .map_err(map_err)?;
+        Ok(c.query_opt(&st, &[&name]).await.map_err(map_err)?.is_some())
+    }
+
+    async fn add_account(&self, address: &str, password_hash: &str) -> Result<AccountId> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let domain = address_domain_id(&tx, address).await?;
+        let now = now_unix();
+        let id: AccountId = tx
+            .query_one(
+                "INSERT INTO accounts (address, domain_id, password_hash, created)
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+                &[&address, &domain, &password_hash, &now],
+            )
+            .await
+            .map_err(|e| already(map_err(e), format!("account {address}")))?
+            .get(0);
+        for (name, special_use) in DEFAULT_MAILBOXES {
+            tx.execute(
+                "INSERT INTO mailboxes (account_id, name, special_use, uidvalidity, created)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&id, name, special_use, &(now as u32 as i64), &now],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(id)
+    }
+
+    async fn remove_account(&self, address: &str) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let id: AccountId = tx
+            .query_opt("SELECT id FROM accounts WHERE address = $1", &[&address])
+            .await
+            .map_err(map_err)?
+            .map(|r| r.get(0))
+            .ok_or_else(|| StoreError::NotFound(format!("account {address}")))?;
+        tx.execute("DELETE FROM mailbox_messages WHERE account_id = $1", &[&id])
+            .await
+            .map_err(map_err)?;
+        tx.execute("DELETE FROM accounts WHERE id = $1", &[&id])
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT address FROM accounts ORDER BY address", &[])
+            .await
+            .map_err(map_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn set_password(&self, address: &str, password_hash: &str) -> Result<()> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE accounts SET password_hash = $1 WHERE address = $2",
+                &[&password_hash, &address],
+            )
+            .await
+            .map_err(map_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("account {address}")));
+        }
+        Ok(())
+    }
+
+    async fn account_by_address(&self, address: &str) -> Result<Option<AccountRecord>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT id, address, password_hash FROM accounts WHERE address = $1")
+            .await
+            .map_err(map_err)?;
+        Ok(c.query_opt(&st, &[&address])
+            .await
+            .map_err(map_err)?
+            .map(|r| AccountRecord {
+                id: r.get(0),
+                address: r.get(1),
+                password_hash: r.get(2),
+            }))
+    }
+
+    async fn add_alias(&self, address: &str, target: &str) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let domain = address_domain_id(&tx, address).await?;
+        tx.execute(
+            "INSERT INTO aliases (address, target, domain_id, created) VALUES ($1, $2, $3, $4)",
+            &[&address, &target, &domain, &now_unix()],
+        )
+        .await
+        .map_err(|e| already(map_err(e), format!("alias {address} -> {target}")))?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn remove_alias(&self, address: &str, target: Option<&str>) -> Result<()> {
+        let c = self.client().await?;
+        let n = match target {
+            Some(t) => {
+                c.execute(
+                    "DELETE FROM aliases WHERE address = $1 AND target = $2",
+                    &[&address, &t],
+                )
+                .await
+            }
+            None => {
+                c.execute("DELETE FROM aliases WHERE address = $1", &[&address])
+                    .await
+            }
+        }
+        .map_err(map_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("alias {address}")));
+        }
+        Ok(())
+    }
+
+    async fn list_aliases(&self) -> Result<Vec<(String, String)>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT address, target FROM aliases ORDER BY address, target",
+                &[],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn alias_targets(&self, address: &str) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT target FROM aliases WHERE address = $1 ORDER BY target")
+            .await
+            .map_err(map_err)?;
+        let rows = c.query(&st, &[&address]).await.map_err(map_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn deliver(&self, delivery: Arc<Delivery>, write_blob: bool) -> Result<DeliveryReceipt> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let receipt = deliver_tx(&tx, &delivery, write_blob).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(receipt)
+    }
+
+    async fn mailboxes(&self, account: AccountId) -> Result<Vec<MailboxRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT id, account_id, name, special_use, uidvalidity, uidnext, highestmodseq
+                 FROM mailboxes WHERE account_id = $1 ORDER BY name",
+                &[&account],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| MailboxRecord {
+                id: r.get(0),
+                account_id: r.get(1),
+                name: r.get(2),
+                special_use: r.get(3),
+                uidvalidity: r.get::<_, i64>(4) as u32,
+                uidnext: r.get::<_, i64>(5) as u32,
+                highestmodseq: r.get::<_, i64>(6) as u64,
+            })
+            .collect())
+    }
+
+    async fn list_messages(
+        &self,
+        account: AccountId,
+        mailbox: Option<&str>,
+    ) -> Result<Vec<MessageRecord>> {
+        let c = self.client().await?;
+        let rows = match mailbox {
+            Some(name) => {
+                c.query(
+                    &format!(
+                        "SELECT {MESSAGE_COLUMNS} WHERE mb.account_id = $1 AND mb.name = $2
+                         ORDER BY mb.name, mm.uid"
+                    ),
+                    &[&account, &name],
+                )
+                .await
+            }
+            None => {
+                c.query(
+                    &format!(
+                        "SELECT {MESSAGE_COLUMNS} WHERE mb.account_id = $1 ORDER BY mb.name, mm.uid"
+                    ),
+                    &[&account],
+                )
+                .await
+            }
+        }
+        .map_err(map_err)?;
+        rows.iter().map(message_record).collect()
+    }
+
+    async fn find_message(
+        &self,
+        account: AccountId,
+        mailbox: &str,
+        uid: u32,
+    ) -> Result<Option<MessageRecord>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} WHERE mb.account_id = $1 AND mb.name = $2 AND mm.uid = $3"
+                ),
+                &[&account, &mailbox, &(uid as i64)],
+            )
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(message_record).transpose()
+    }
+
+    async fn message_meta(&self, hash: &BlobHash) -> Result<Option<MessageMeta>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "SELECT meta FROM message_meta WHERE hash = $1",
+                &[&hash.to_hex()],
+            )
+            .await
+            .map_err(map_err)?;
+        row.map(|r| {
+            serde_json::from_str(r.get::<_, &str>(0))
+                .map_err(|e| StoreError::Internal(e.to_string()))
+        })
+        .transpose()
+    }
+
+    async fn queue_list(&self) -> Result<Vec<QueueRecord>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT q.id, r.id, r.status, q.sender, r.recipient, q.hash, q.size, q.created,
+                        r.next_attempt, r.attempts, r.last_error
+                 FROM queue_recipients r JOIN queue_messages q ON q.id = r.queue_id
+                 ORDER BY q.id, r.id",
+                &[],
+            )
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueueRecord {
+                    queue_id: r.get(0),
+                    recipient_id: r.get(1),
+                    status: r.get(2),
+                    sender: r.get(3),
+                    recipient: r.get(4),
+                    hash: r.get::<_, String>(5).parse()?,
+                    size: r.get::<_, i64>(6) as u64,
+                    created: r.get(7),
+                    next_attempt: r.get(8),
+                    attempts: r.get(9),
+                    last_error: r.get(10),
+                })
+            })
+            .collect()
+    }
+
+    async fn record_corruption(&self, hash: &BlobHash, detail: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO blob_faults (hash, detail, first_seen, last_seen, count)
+             VALUES ($1, $2, $3, $3, 1)
+             ON CONFLICT (hash) DO UPDATE SET detail = excluded.detail,
+               last_seen = excluded.last_seen, count = blob_faults.count + 1",
+            &[&hash.to_hex(), &detail, &now_unix()],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobStore for PostgresStore {
+    async fn put_blob(&self, blob: &StoredBlob) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO blobs (hash, size, compression, data, created) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (hash) DO NOTHING",
+            &[
+                &blob.hash.to_hex(),
+                &(blob.size as i64),
+                &(blob.compression as i64),
+                &blob.data,
+                &now_unix(),
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_blob(&self, hash: &BlobHash) -> Result<Option<StoredBlob>> {
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT size, compression, data FROM blobs WHERE hash = $1")
+            .await
+            .map_err(map_err)?;
+        let row = c.query_opt(&st, &[&hash.to_hex()]).await.map_err(map_err)?;
+        row.map(|r| {
+            Ok(StoredBlob {
+                hash: *hash,
+                size: r.get::<_, i64>(0) as u64,
+                compression: Compression::from_code(r.get(1))?,
+                data: r.get(2),
+            })
+        })
+        .transpose()
+    }
+
+    fn shares_metadata_transaction(&self) -> bool {
+        true
+    }
+}

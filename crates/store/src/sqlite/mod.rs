@@ -1,0 +1,812 @@
+//! The embedded back end: one SQLite database file holds metadata and bodies.
+//!
+//! Durability: WAL journal with `synchronous=FULL`, so a commit has reached the disk before it
+//! returns. Writes go through [`writer::Writer`] (one thread, group commit); reads use a small
+//! pool of connections, which WAL lets run beside the writer.
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+
+use crate::blob::{BlobHash, BlobStore, Compression, StoredBlob};
+use crate::error::{Result, StoreError};
+use crate::migrate;
+use crate::types::*;
+use crate::MetaStore;
+use writer::Writer;
+
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<Readers>,
+}
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Idle read connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+
+impl Readers {
+    fn take(&self) -> Result<Connection> {
+        let idle = self.idle.lock().expect("reader pool lock").pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => open_connection(&self.path),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().expect("reader pool lock");
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Opens a connection with the settings every connection needs.
+pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(map_err)?;
+    // synchronous=FULL: with WAL, NORMAL could lose the last commits on power loss; G1 forbids it.
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=FULL;
+         PRAGMA foreign_keys=ON;
+         PRAGMA busy_timeout=10000;",
+    )
+    .map_err(map_err)?;
+    Ok(conn)
+}
+
+/// Sorts SQLite's errors into temporary and permanent ones (G2).
+pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DiskFull => StoreError::Full(e.to_string()),
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::ReadOnly
+            | ErrorCode::CannotOpen
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::OutOfMemory => StoreError::Unavailable(e.to_string()),
+            ErrorCode::ConstraintViolation => StoreError::AlreadyExists(e.to_string()),
+            _ => StoreError::Internal(e.to_string()),
+        },
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let path = path.to_path_buf();
+        let conn = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || -> Result<Connection> {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Unavailable(format!("creating {}: {e}", dir.display()))
+                    })?;
+                }
+                let mut conn = open_connection(&path)?;
+                migrate_sqlite(&mut conn)?;
+                Ok(conn)
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
+        Ok(SqliteStore {
+            writer: Writer::start(path.clone(), conn),
+            readers: Arc::new(Readers {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    async fn read<F, R>(&self, work: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.take()?;
+            let out = work(&conn);
+            readers.give_back(conn);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?
+    }
+
+    async fn write<F, R>(&self, work: F) -> Result<R>
+    where
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.writer.write(work).await
+    }
+}
+
+fn migrate_sqlite(conn: &mut Connection) -> Result<()> {
+    // IMMEDIATE: two processes starting together must not both apply the same migration.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(map_err)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(map_err)?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_version",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(map_err)?;
+    let known = migrate::latest(migrate::SQLITE);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in migrate::SQLITE.iter().filter(|(v, _)| *v > current) {
+        tx.execute_batch(sql).map_err(map_err)?;
+        tx.execute("DELETE FROM schema_version", [])
+            .map_err(map_err)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [version],
+        )
+        .map_err(map_err)?;
+        tracing::info!(version, "applied SQLite schema migration");
+    }
+    tx.commit().map_err(map_err)
+}
+
+fn domain_id(conn: &Connection, domain: &str) -> Result<DomainId> {
+    conn.query_row("SELECT id FROM domains WHERE name = ?1", [domain], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(map_err)?
+    .ok_or_else(|| StoreError::NotFound(format!("domain {domain}")))
+}
+
+fn address_domain_id(conn: &Connection, address: &str) -> Result<DomainId> {
+    let domain = domain_of(address)
+        .ok_or_else(|| StoreError::Invalid(format!("{address:?} is not an address")))?;
+    domain_id(conn, domain)
+}
+
+fn account_id(conn: &Connection, address: &str) -> Result<AccountId> {
+    conn.query_row(
+        "SELECT id FROM accounts WHERE address = ?1",
+        [address],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(map_err)?
+    .ok_or_else(|| StoreError::NotFound(format!("account {address}")))
+}
+
+fn message_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, i64, i64, String, Option<String>, i64, i64)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn to_message_record(
+    row: (String, i64, i64, String, Option<String>, i64, i64),
+) -> Result<MessageRecord> {
+    let (mailbox, uid, size, hash, subject, internal_date, modseq) = row;
+    Ok(MessageRecord {
+        mailbox,
+        uid: uid as u32,
+        size: size as u64,
+        hash: hash.parse()?,
+        subject,
+        internal_date,
+        modseq: modseq as u64,
+    })
+}
+
+const MESSAGE_COLUMNS: &str =
+    "mb.name, mm.uid, mm.size, mm.hash, meta.subject, mm.internal_date, mm.modseq
+     FROM mailbox_messages mm
+     JOIN mailboxes mb ON mb.id = mm.mailbox_id
+     LEFT JOIN message_meta meta ON meta.hash = mm.hash";
+
+fn deliver_tx(conn: &Connection, d: &Delivery, write_blob: bool) -> Result<DeliveryReceipt> {
+    let msg = &d.message;
+    let hash = msg.blob.hash.to_hex();
+    let now = now_unix();
+    if write_blob {
+        conn.prepare_cached(
+            "INSERT INTO blobs (hash, size, compression, data, created) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (hash) DO NOTHING",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                hash,
+                msg.blob.size as i64,
+                msg.blob.compression as i64,
+                msg.blob.data,
+                now
+            ])
+        })
+        .map_err(map_err)?;
+    }
+    let meta_json =
+        serde_json::to_string(&msg.meta).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let from = msg.meta.from.first().and_then(|a| a.address.clone());
+    conn.prepare_cached(
+        "INSERT INTO message_meta (hash, size, subject, from_addr, message_id, sent_date, meta)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (hash) DO NOTHING",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            hash,
+            msg.blob.size as i64,
+            msg.meta.subject,
+            from,
+            msg.meta.message_id,
+            msg.meta.date,
+            meta_json
+        ])
+    })
+    .map_err(map_err)?;
+
+    let mut accounts = d.local.clone();
+    accounts.sort_unstable();
+    accounts.dedup();
+    let mut receipt = DeliveryReceipt::default();
+    for account in accounts {
+        let (mailbox_id, uid): (i64, i64) = conn
+            .prepare_cached(
+                "UPDATE mailboxes SET uidnext = uidnext + 1
+                 WHERE account_id = ?1 AND name = 'INBOX' RETURNING id, uidnext - 1",
+            )
+            .and_then(|mut st| st.query_row([account], |r| Ok((r.get(0)?, r.get(1)?))))
+            .optional()
+            .map_err(map_err)?
+            .ok_or_else(|| StoreError::Internal(format!("account {account} has no INBOX")))?;
+        let modseq: i64 = conn
+            .prepare_cached(
+                "UPDATE accounts SET modseq = modseq + 1 WHERE id = ?1 RETURNING modseq",
+            )
+            .and_then(|mut st| st.query_row([account], |r| r.get(0)))
+            .map_err(map_err)?;
+        conn.prepare_cached("UPDATE mailboxes SET highestmodseq = ?1 WHERE id = ?2")
+            .and_then(|mut st| st.execute(params![modseq, mailbox_id]))
+            .map_err(map_err)?;
+        conn.prepare_cached(
+            "INSERT INTO mailbox_messages
+               (mailbox_id, uid, account_id, hash, size, flags, keywords, modseq, internal_date)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, '', ?6, ?7)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                mailbox_id,
+                uid,
+                account,
+                hash,
+                msg.blob.size as i64,
+                modseq,
+                msg.received_at
+            ])
+        })
+        .map_err(map_err)?;
+        conn.prepare_cached(
+            "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
+             VALUES (?1, ?2, 'append', ?3, ?4, ?5)",
+        )
+        .and_then(|mut st| st.execute(params![account, modseq, mailbox_id, uid, now]))
+        .map_err(map_err)?;
+        receipt.copies.push(DeliveredCopy {
+            account_id: account,
+            mailbox_id,
+            uid: uid as u32,
+            modseq: modseq as u64,
+        });
+    }
+
+    if let Some(out) = d.outbound.as_ref().filter(|o| !o.recipients.is_empty()) {
+        let queue_id: i64 = conn
+            .prepare_cached(
+                "INSERT INTO queue_messages (hash, size, sender, submitted_by, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+            )
+            .and_then(|mut st| {
+                st.query_row(
+                    params![
+                        hash,
+                        msg.blob.size as i64,
+                        out.sender,
+                        out.submitted_by,
+                        now
+                    ],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(map_err)?;
+        for rcpt in &out.recipients {
+            conn.prepare_cached(
+                "INSERT INTO queue_recipients (queue_id, recipient, status, next_attempt)
+                 VALUES (?1, ?2, 'pending', ?3)",
+            )
+            .and_then(|mut st| st.execute(params![queue_id, rcpt, now]))
+            .map_err(map_err)?;
+        }
+        receipt.queue_id = Some(queue_id);
+    }
+    Ok(receipt)
+}
+
+#[async_trait]
+impl MetaStore for SqliteStore {
+    async fn schema_version(&self) -> Result<i64> {
+        self.read(|c| {
+            c.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn add_domain(&self, name: &str) -> Result<DomainId> {
+        let name = name.to_string();
+        self.write(move |c| {
+            c.query_row(
+                "INSERT INTO domains (name, created) VALUES (?1, ?2) RETURNING id",
+                params![name, now_unix()],
+                |r| r.get(0),
+            )
+            .map_err(|e| match map_err(e) {
+                StoreError::AlreadyExists(_) => StoreError::AlreadyExists(format!("domain {name}")),
+                other => other,
+            })
+        })
+        .await
+    }
+
+    async fn remove_domain(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |c| {
+            let id = domain_id(c, &name)?;
+            let users: i64 = c
+                .query_row(
+                    "SELECT (SELECT count(*) FROM accounts WHERE domain_id = ?1)
+                          + (SELECT count(*) FROM aliases WHERE domain_id = ?1)",
+                    [id],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            if users > 0 {
+                return Err(StoreError::Invalid(format!(
+                    "domain {name} still has {users} accounts or aliases; remove them first"
+                )));
+            }
+            c.execute("DELETE FROM domains WHERE id = ?1", [id])
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_domains(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare("SELECT name FROM domains ORDER BY name")
+                .map_err(map_err)?;
+            let rows = st.query_map([], |r| r.get(0)).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn domain_exists(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT 1 FROM domains WHERE name = ?1")
+                .and_then(|mut st| st.exists([name]))
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn add_account(&self, address: &str, password_hash: &str) -> Result<AccountId> {
+        let address = address.to_string();
+        let hash = password_hash.to_string();
+        self.write(move |c| {
+            let domain = address_domain_id(c, &address)?;
+            let now = now_unix();
+            let id: AccountId = c
+                .query_row(
+                    "INSERT INTO accounts (address, domain_id, password_hash, created)
+                     VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                    params![address, domain, hash, now],
+                    |r| r.get(0),
+                )
+                .map_err(|e| match map_err(e) {
+                    StoreError::AlreadyExists(_) => {
+                        StoreError::AlreadyExists(format!("account {address}"))
+                    }
+                    other => other,
+                })?;
+            for (name, special_use) in DEFAULT_MAILBOXES {
+                c.execute(
+                    "INSERT INTO mailboxes (account_id, name, special_use, uidvalidity, created)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, name, special_use, now as u32 as i64, now],
+                )
+                .map_err(map_err)?;
+            }
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn remove_account(&self, address: &str) -> Result<()> {
+        let address = address.to_string();
+        self.write(move |c| {
+            let id = account_id(c, &address)?;
+            // Children first: mailbox_messages and changes go with their mailboxes/account.
+            c.execute("DELETE FROM mailbox_messages WHERE account_id = ?1", [id])
+                .map_err(map_err)?;
+            c.execute("DELETE FROM accounts WHERE id = ?1", [id])
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare("SELECT address FROM accounts ORDER BY address")
+                .map_err(map_err)?;
+            let rows = st.query_map([], |r| r.get(0)).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn set_password(&self, address: &str, password_hash: &str) -> Result<()> {
+        let address = address.to_string();
+        let hash = password_hash.to_string();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE accounts SET password_hash = ?1 WHERE address = ?2",
+                    params![hash, address],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("account {address}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn account_by_address(&self, address: &str) -> Result<Option<AccountRecord>> {
+        let address = address.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT id, address, password_hash FROM accounts WHERE address = ?1")
+                .and_then(|mut st| {
+                    st.query_row([address], |r| {
+                        Ok(AccountRecord {
+                            id: r.get(0)?,
+                            address: r.get(1)?,
+                            password_hash: r.get(2)?,
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn add_alias(&self, address: &str, target: &str) -> Result<()> {
+        let address = address.to_string();
+        let target = target.to_string();
+        self.write(move |c| {
+            let domain = address_domain_id(c, &address)?;
+            c.execute(
+                "INSERT INTO aliases (address, target, domain_id, created) VALUES (?1, ?2, ?3, ?4)",
+                params![address, target, domain, now_unix()],
+            )
+            .map_err(|e| match map_err(e) {
+                StoreError::AlreadyExists(_) => {
+                    StoreError::AlreadyExists(format!("alias {address} -> {target}"))
+                }
+                other => other,
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_alias(&self, address: &str, target: Option<&str>) -> Result<()> {
+        let address = address.to_string();
+        let target = target.map(str::to_string);
+        self.write(move |c| {
+            let n = match &target {
+                Some(t) => c.execute(
+                    "DELETE FROM aliases WHERE address = ?1 AND target = ?2",
+                    params![address, t],
+                ),
+                None => c.execute("DELETE FROM aliases WHERE address = ?1", [&address]),
+            }
+            .map_err(map_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("alias {address}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_aliases(&self) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare("SELECT address, target FROM aliases ORDER BY address, target")
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn alias_targets(&self, address: &str) -> Result<Vec<String>> {
+        let address = address.to_string();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT target FROM aliases WHERE address = ?1 ORDER BY target")
+                .map_err(map_err)?;
+            let rows = st.query_map([address], |r| r.get(0)).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn deliver(&self, delivery: Arc<Delivery>, write_blob: bool) -> Result<DeliveryReceipt> {
+        self.write(move |c| deliver_tx(c, &delivery, write_blob))
+            .await
+    }
+
+    async fn mailboxes(&self, account: AccountId) -> Result<Vec<MailboxRecord>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT id, account_id, name, special_use, uidvalidity, uidnext, highestmodseq
+                     FROM mailboxes WHERE account_id = ?1 ORDER BY name",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([account], |r| {
+                    Ok(MailboxRecord {
+                        id: r.get(0)?,
+                        account_id: r.get(1)?,
+                        name: r.get(2)?,
+                        special_use: r.get(3)?,
+                        uidvalidity: r.get::<_, i64>(4)? as u32,
+                        uidnext: r.get::<_, i64>(5)? as u32,
+                        highestmodseq: r.get::<_, i64>(6)? as u64,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_messages(
+        &self,
+        account: AccountId,
+        mailbox: Option<&str>,
+    ) -> Result<Vec<MessageRecord>> {
+        let mailbox = mailbox.map(str::to_string);
+        self.read(move |c| {
+            let rows = match &mailbox {
+                Some(name) => {
+                    let mut st = c
+                        .prepare_cached(&format!(
+                            "SELECT {MESSAGE_COLUMNS} WHERE mb.account_id = ?1 AND mb.name = ?2
+                             ORDER BY mb.name, mm.uid"
+                        ))
+                        .map_err(map_err)?;
+                    let rows = st.query_map(params![account, name], message_row).map_err(map_err)?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                }
+                None => {
+                    let mut st = c
+                        .prepare_cached(&format!(
+                            "SELECT {MESSAGE_COLUMNS} WHERE mb.account_id = ?1 ORDER BY mb.name, mm.uid"
+                        ))
+                        .map_err(map_err)?;
+                    let rows = st.query_map(params![account], message_row).map_err(map_err)?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                }
+            }
+            .map_err(map_err)?;
+            rows.into_iter().map(to_message_record).collect()
+        })
+        .await
+    }
+
+    async fn find_message(
+        &self,
+        account: AccountId,
+        mailbox: &str,
+        uid: u32,
+    ) -> Result<Option<MessageRecord>> {
+        let mailbox = mailbox.to_string();
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} WHERE mb.account_id = ?1 AND mb.name = ?2 AND mm.uid = ?3"
+                ))
+                .and_then(|mut st| {
+                    st.query_row(params![account, mailbox, uid as i64], message_row)
+                        .optional()
+                })
+                .map_err(map_err)?;
+            row.map(to_message_record).transpose()
+        })
+        .await
+    }
+
+    async fn message_meta(&self, hash: &BlobHash) -> Result<Option<MessageMeta>> {
+        let hash = hash.to_hex();
+        self.read(move |c| {
+            let json: Option<String> = c
+                .prepare_cached("SELECT meta FROM message_meta WHERE hash = ?1")
+                .and_then(|mut st| st.query_row([hash], |r| r.get(0)).optional())
+                .map_err(map_err)?;
+            json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Internal(e.to_string())))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn queue_list(&self) -> Result<Vec<QueueRecord>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare(
+                    "SELECT q.id, r.id, r.status, q.sender, r.recipient, q.hash, q.size, q.created,
+                            r.next_attempt, r.attempts, r.last_error
+                     FROM queue_recipients r JOIN queue_messages q ON q.id = r.queue_id
+                     ORDER BY q.id, r.id",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, i64>(7)?,
+                        r.get::<_, i64>(8)?,
+                        r.get::<_, i64>(9)?,
+                        r.get::<_, Option<String>>(10)?,
+                    ))
+                })
+                .map_err(map_err)?;
+            let rows = rows
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(map_err)?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(QueueRecord {
+                        queue_id: r.0,
+                        recipient_id: r.1,
+                        status: r.2,
+                        sender: r.3,
+                        recipient: r.4,
+                        hash: r.5.parse()?,
+                        size: r.6 as u64,
+                        created: r.7,
+                        next_attempt: r.8,
+                        attempts: r.9,
+                        last_error: r.10,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn record_corruption(&self, hash: &BlobHash, detail: &str) -> Result<()> {
+        let hash = hash.to_hex();
+        let detail = detail.to_string();
+        self.write(move |c| {
+            let now = now_unix();
+            c.execute(
+                "INSERT INTO blob_faults (hash, detail, first_seen, last_seen, count)
+                 VALUES (?1, ?2, ?3, ?3, 1)
+                 ON CONFLICT (hash) DO UPDATE SET detail = excluded.detail,
+                   last_seen = excluded.last_seen, count = blob_faults.count + 1",
+                params![hash, detail, now],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl BlobStore for SqliteStore {
+    async fn put_blob(&self, blob: &StoredBlob) -> Result<()> {
+        let blob = blob.clone();
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO blobs (hash, size, compression, data, created) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    blob.hash.to_hex(),
+                    blob.size as i64,
+                    blob.compression as i64,
+                    blob.data,
+                    now_unix()
+                ])
+            })
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_blob(&self, hash: &BlobHash) -> Result<Option<StoredBlob>> {
+        let hash = *hash;
+        self.read(move |c| {
+            let row: Option<(i64, i64, Vec<u8>)> = c
+                .prepare_cached("SELECT size, compression, data FROM blobs WHERE hash = ?1")
+                .and_then(|mut st| {
+                    st.query_row([hash.to_hex()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()
+                })
+                .map_err(map_err)?;
+            row.map(|(size, compression, data)| {
+                Ok(StoredBlob {
+                    hash,
+                    size: size as u64,
+                    compression: Compression::from_code(compression)?,
+                    data,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    fn shares_metadata_transaction(&self) -> bool {
+        true
+    }
+}

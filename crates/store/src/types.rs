@@ -1,0 +1,211 @@
+//! The records the store keeps and the requests it accepts.
+
+use serde::{Deserialize, Serialize};
+
+use crate::blob::{BlobHash, StoredBlob};
+
+pub type DomainId = i64;
+pub type AccountId = i64;
+pub type MailboxId = i64;
+
+/// The mailboxes every new account gets, with their RFC 6154 SPECIAL-USE attributes.
+pub const DEFAULT_MAILBOXES: &[(&str, Option<&str>)] = &[
+    ("INBOX", None),
+    ("Sent", Some("\\Sent")),
+    ("Drafts", Some("\\Drafts")),
+    ("Trash", Some("\\Trash")),
+    ("Junk", Some("\\Junk")),
+    ("Archive", Some("\\Archive")),
+];
+
+pub const INBOX: &str = "INBOX";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub id: AccountId,
+    pub address: String,
+    pub password_hash: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxRecord {
+    pub id: MailboxId,
+    pub account_id: AccountId,
+    pub name: String,
+    pub special_use: Option<String>,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highestmodseq: u64,
+}
+
+/// One message in one mailbox, as `trimaran mail list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub mailbox: String,
+    pub uid: u32,
+    pub size: u64,
+    pub hash: BlobHash,
+    pub subject: Option<String>,
+    pub internal_date: i64,
+    pub modseq: u64,
+}
+
+/// One address in a parsed header (RFC 5322 §3.4), kept as the parts IMAP's ENVELOPE needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderAddress {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// One MIME part with its byte offsets in the stored message, so that later readers (IMAP
+/// BODY[section], BODYSTRUCTURE) slice the blob instead of parsing it again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartMeta {
+    /// e.g. "text", "multipart", "message"
+    pub content_type: String,
+    pub content_subtype: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disposition_params: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    pub offset_header: u64,
+    pub offset_body: u64,
+    pub offset_end: u64,
+    /// Number of lines in the body, for text/* and message/rfc822 (RFC 9051 §7.5.2).
+    pub body_lines: u64,
+    /// Indexes into `MessageMeta::parts` of this part's children.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<usize>,
+}
+
+/// What is parsed once at delivery so that reading mail never re-parses bodies.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageMeta {
+    /// Version of this structure; readers re-parse older ones.
+    pub version: u32,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Date: header as seconds since the epoch, when it parses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<HeaderAddress>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sender: Vec<HeaderAddress>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reply_to: Vec<HeaderAddress>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<HeaderAddress>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cc: Vec<HeaderAddress>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bcc: Vec<HeaderAddress>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<String>,
+    /// Byte length of the top-level header block, including the blank line.
+    pub header_size: u64,
+    /// Flattened MIME tree; index 0 is the root.
+    pub parts: Vec<PartMeta>,
+    /// False when the MIME structure could not be fully understood; the bytes are still stored.
+    pub well_formed: bool,
+}
+
+pub const MESSAGE_META_VERSION: u32 = 1;
+
+/// A message on its way into the store: its body and what was parsed from it.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    pub blob: StoredBlob,
+    pub meta: MessageMeta,
+    /// Seconds since the epoch (IMAP INTERNALDATE).
+    pub received_at: i64,
+}
+
+/// Mail for remote recipients, accepted into the outbound queue.
+#[derive(Clone, Debug)]
+pub struct OutboundRequest {
+    pub sender: String,
+    pub recipients: Vec<String>,
+    /// The authenticated account that submitted it, if any.
+    pub submitted_by: Option<AccountId>,
+}
+
+/// Everything one accepted message must become, committed atomically (DESIGN.md G1).
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub message: NewMessage,
+    /// Accounts whose INBOX receives a copy. Duplicates are delivered once.
+    pub local: Vec<AccountId>,
+    pub outbound: Option<OutboundRequest>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveredCopy {
+    pub account_id: AccountId,
+    pub mailbox_id: MailboxId,
+    pub uid: u32,
+    pub modseq: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryReceipt {
+    pub copies: Vec<DeliveredCopy>,
+    pub queue_id: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueRecord {
+    pub queue_id: i64,
+    pub recipient_id: i64,
+    pub status: String,
+    pub sender: String,
+    pub recipient: String,
+    pub hash: BlobHash,
+    pub size: u64,
+    pub created: i64,
+    pub next_attempt: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// System flags as a bit set (RFC 9051 §2.3.2); keywords are kept apart.
+pub mod flags {
+    pub const SEEN: i64 = 1;
+    pub const ANSWERED: i64 = 2;
+    pub const FLAGGED: i64 = 4;
+    pub const DELETED: i64 = 8;
+    pub const DRAFT: i64 = 16;
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The part after the last '@', lower-cased: the domain of a mailbox address.
+pub fn domain_of(address: &str) -> Option<&str> {
+    address.rsplit_once('@').map(|(_, d)| d)
+}
