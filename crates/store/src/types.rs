@@ -154,6 +154,8 @@ pub struct OutboundRequest {
 /// Everything one accepted message must become, committed atomically (DESIGN.md G1).
 #[derive(Clone, Debug)]
 pub struct Delivery {
+    /// Unique per accepted message; makes retrying the same delivery harmless.
+    pub id: String,
     pub message: NewMessage,
     /// Accounts whose INBOX receives a copy. Duplicates are delivered once.
     pub local: Vec<AccountId>,
@@ -172,6 +174,8 @@ pub struct DeliveredCopy {
 pub struct DeliveryReceipt {
     pub copies: Vec<DeliveredCopy>,
     pub queue_id: Option<i64>,
+    /// The delivery had already been committed by an earlier attempt; nothing was added.
+    pub already_committed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

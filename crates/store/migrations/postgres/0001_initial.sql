@@ -112,3 +112,11 @@ CREATE TABLE blob_faults (
     last_seen   BIGINT NOT NULL,
     count       BIGINT NOT NULL
 );
+
+-- Ids of committed deliveries, so that a retry after an ambiguous commit (the connection broke
+-- while COMMIT was in flight) finds its own earlier success instead of delivering twice.
+CREATE TABLE deliveries (
+    id          TEXT PRIMARY KEY,
+    created     BIGINT NOT NULL
+);
+CREATE INDEX deliveries_created ON deliveries(created);

@@ -112,3 +112,11 @@ CREATE TABLE blob_faults (
     last_seen   INTEGER NOT NULL,
     count       INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Ids of committed deliveries, so that a retry after an ambiguous commit (the connection broke
+-- while COMMIT was in flight) finds its own earlier success instead of delivering twice.
+CREATE TABLE deliveries (
+    id          TEXT PRIMARY KEY,
+    created     INTEGER NOT NULL
+);
+CREATE INDEX deliveries_created ON deliveries(created);

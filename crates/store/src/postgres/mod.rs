@@ -186,6 +186,19 @@ async fn deliver_tx(
     let hash = msg.blob.hash.to_hex();
     let size = msg.blob.size as i64;
     let now = now_unix();
+    let fresh = tx
+        .execute(
+            "INSERT INTO deliveries (id, created) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            &[&d.id, &now],
+        )
+        .await
+        .map_err(map_err)?;
+    if fresh == 0 {
+        return Ok(DeliveryReceipt {
+            already_committed: true,
+            ..DeliveryReceipt::default()
+        });
+    }
     if write_blob {
         let st = tx
             .prepare_cached(

@@ -234,6 +234,18 @@ fn deliver_tx(conn: &Connection, d: &Delivery, write_blob: bool) -> Result<Deliv
     let msg = &d.message;
     let hash = msg.blob.hash.to_hex();
     let now = now_unix();
+    let fresh = conn
+        .prepare_cached(
+            "INSERT INTO deliveries (id, created) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
+        )
+        .and_then(|mut st| st.execute(params![d.id, now]))
+        .map_err(map_err)?;
+    if fresh == 0 {
+        return Ok(DeliveryReceipt {
+            already_committed: true,
+            ..DeliveryReceipt::default()
+        });
+    }
     if write_blob {
         conn.prepare_cached(
             "INSERT INTO blobs (hash, size, compression, data, created) VALUES (?1, ?2, ?3, ?4, ?5)

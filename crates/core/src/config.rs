@@ -1,0 +1,247 @@
+//! Server configuration: a TOML file (`--config`), overridden by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A listener address, or `none` to disable that listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddr(pub Option<SocketAddr>);
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(ListenAddr(None));
+        }
+        s.parse::<SocketAddr>()
+            .map(|a| ListenAddr(Some(a)))
+            .map_err(|_| format!("{s:?} is not ADDR:PORT (e.g. 0.0.0.0:2525) or \"none\""))
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn listen(addr: &str) -> ListenAddr {
+    addr.parse().expect("built-in listener address")
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// SMTP for incoming mail (MX), RFC 5321; STARTTLS offered.
+    pub smtp: ListenAddr,
+    /// Message submission, RFC 6409; STARTTLS, then AUTH.
+    pub submission: ListenAddr,
+    /// Submission over implicit TLS, RFC 8314.
+    pub submissions: ListenAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            smtp: listen("0.0.0.0:2525"),
+            submission: listen("0.0.0.0:2587"),
+            submissions: listen("0.0.0.0:2465"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain; a self-signed one is generated in the data directory if unset.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpLimits {
+    /// Largest message accepted, in bytes (advertised with SIZE, RFC 1870).
+    pub max_message_size: u64,
+    /// Most recipients per message; RFC 5321 §4.5.3.1.8 asks servers to take at least 100.
+    pub max_recipients: usize,
+    /// Longest command line, including CRLF. RFC 5321 §4.5.3.1.4 says 512; extensions
+    /// (SMTPUTF8 addresses, DSN parameters, AUTH initial responses) need more.
+    pub max_command_line: usize,
+    /// Simultaneous connections from one client IP address.
+    pub max_connections_per_ip: usize,
+    /// Simultaneous connections in all.
+    pub max_connections: usize,
+    /// Seconds to wait for a command (RFC 5321 §4.5.3.2.7: at least 5 minutes).
+    pub command_timeout: u64,
+    /// Seconds to wait for each block of message data (RFC 5321 §4.5.3.2.5: 3 minutes).
+    pub data_timeout: u64,
+    /// Protocol errors tolerated before the connection is closed.
+    pub max_errors: usize,
+    /// Failed AUTH attempts tolerated per connection.
+    pub max_auth_failures: usize,
+}
+
+impl Default for SmtpLimits {
+    fn default() -> Self {
+        SmtpLimits {
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 100,
+            max_command_line: 4096,
+            max_connections_per_ip: 20,
+            max_connections: 2000,
+            command_timeout: 300,
+            data_timeout: 180,
+            max_errors: 20,
+            max_auth_failures: 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// `sqlite:PATH` or `postgres://...`; default `sqlite:<data_dir>/trimaran.db`.
+    pub store: Option<String>,
+    /// Name used in greetings and trace fields.
+    pub hostname: String,
+    /// Seconds a reply may wait for an unreachable store before answering 4xx (DESIGN.md G2).
+    pub store_wait: f64,
+    pub listen: Listen,
+    pub tls: TlsFiles,
+    pub smtp: SmtpLimits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("trimaran-data"),
+            store: None,
+            hostname: system_hostname(),
+            store_wait: 60.0,
+            listen: Listen::default(),
+            tls: TlsFiles::default(),
+            smtp: SmtpLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.into(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The store URL in force.
+    pub fn store_url(&self) -> String {
+        match &self.store {
+            Some(url) => url.clone(),
+            None => format!("sqlite:{}", self.data_dir.join("trimaran.db").display()),
+        }
+    }
+
+    pub fn store_wait(&self) -> Duration {
+        Duration::from_secs_f64(self.store_wait.max(0.0))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.hostname.is_empty() || self.hostname.chars().any(|c| c.is_whitespace()) {
+            return bad("hostname must be a single non-empty word");
+        }
+        if !(self.store_wait.is_finite() && self.store_wait >= 0.0) {
+            return bad("store_wait must be a non-negative number of seconds");
+        }
+        if self.smtp.max_recipients == 0 || self.smtp.max_message_size == 0 {
+            return bad("smtp.max_recipients and smtp.max_message_size must be positive");
+        }
+        if self.smtp.max_command_line < 512 {
+            return bad("smtp.max_command_line must be at least 512 (RFC 5321 §4.5.3.1.4)");
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls.cert and tls.key go together");
+        }
+        Ok(())
+    }
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_file() {
+        let c = Config::parse(
+            r#"
+            hostname = "mx.example.org"
+            store = "postgres://trimaran@db/mail"
+            store_wait = 30
+            [listen]
+            smtp = "127.0.0.1:25"
+            submission = "none"
+            [smtp]
+            max_recipients = 10
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.hostname, "mx.example.org");
+        assert_eq!(c.listen.smtp.0, Some("127.0.0.1:25".parse().unwrap()));
+        assert_eq!(c.listen.submission.0, None);
+        assert_eq!(c.listen.submissions, Listen::default().submissions);
+        assert_eq!(c.smtp.max_recipients, 10);
+        assert_eq!(c.store_wait(), Duration::from_secs(30));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_unknown_keys() {
+        assert!(Config::parse("hostnme = \"x\"").is_err());
+        assert!(Config::parse("[listen]\nsmtp = \"nowhere\"").is_err());
+    }
+
+    #[test]
+    fn default_store_is_in_data_dir() {
+        let c = Config {
+            data_dir: "/var/lib/trimaran".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.store_url(), "sqlite:/var/lib/trimaran/trimaran.db");
+    }
+}

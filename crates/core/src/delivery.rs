@@ -1,0 +1,196 @@
+//! Recipient resolution and delivery into the store, with the waiting rule of G2: while the
+//! store is unreachable, a delivery retries until the configured bound before giving up with a
+//! temporary error.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use trimaran_store::{
+    AccountId, Delivery, DeliveryReceipt, NewMessage, OutboundRequest, Store, StoreError,
+    StoredBlob,
+};
+
+use crate::address;
+use crate::message;
+
+/// How deep aliases may point at aliases; deeper chains are treated as loops.
+const MAX_ALIAS_DEPTH: usize = 8;
+/// Most addresses one recipient may expand to.
+const MAX_EXPANSION: usize = 1000;
+
+/// What a recipient address turns out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    /// A local address: accounts that receive a copy and remote addresses it forwards to.
+    Local {
+        accounts: Vec<AccountId>,
+        forwards: Vec<String>,
+    },
+    /// The domain is ours but nobody by that name lives here.
+    UnknownLocal,
+    /// Not one of our domains.
+    Remote,
+}
+
+/// Resolves `addr` (already normalised) through accounts, aliases (recursively) and `+detail`.
+pub async fn resolve(store: &Store, addr: &str) -> Result<Resolved, StoreError> {
+    let Some(domain) = trimaran_store::domain_of(addr) else {
+        return Ok(Resolved::UnknownLocal);
+    };
+    if !store.meta().domain_exists(domain).await? {
+        return Ok(Resolved::Remote);
+    }
+    let mut accounts = Vec::new();
+    let mut forwards = Vec::new();
+    let mut seen = HashSet::new();
+    let mut todo = vec![(addr.to_string(), 0usize)];
+    while let Some((current, depth)) = todo.pop() {
+        if !seen.insert(current.clone()) || seen.len() > MAX_EXPANSION {
+            continue;
+        }
+        if let Some(acc) = store.meta().account_by_address(&current).await? {
+            accounts.push(acc.id);
+            continue;
+        }
+        let mut targets = store.meta().alias_targets(&current).await?;
+        if targets.is_empty() {
+            if let Some(base) = address::without_detail(&current) {
+                todo.push((base, depth));
+                continue;
+            }
+        }
+        if depth >= MAX_ALIAS_DEPTH {
+            tracing::warn!(address = %current, "alias chain too deep; ignoring the rest");
+            continue;
+        }
+        for target in targets.drain(..) {
+            let Some(target) = address::normalize(&target) else {
+                continue;
+            };
+            let local = match trimaran_store::domain_of(&target) {
+                Some(d) => store.meta().domain_exists(d).await?,
+                None => false,
+            };
+            if local {
+                todo.push((target, depth + 1));
+            } else if !forwards.contains(&target) {
+                forwards.push(target);
+            }
+        }
+    }
+    accounts.sort_unstable();
+    accounts.dedup();
+    if accounts.is_empty() && forwards.is_empty() {
+        Ok(Resolved::UnknownLocal)
+    } else {
+        Ok(Resolved::Local { accounts, forwards })
+    }
+}
+
+/// Hashes, compresses and parses a message. CPU-bound, so it runs on the blocking pool.
+pub async fn prepare(raw: Vec<u8>, received_at: i64) -> Result<NewMessage, StoreError> {
+    tokio::task::spawn_blocking(move || NewMessage {
+        meta: message::parse(&raw),
+        blob: StoredBlob::encode(&raw),
+        received_at,
+    })
+    .await
+    .map_err(|e| StoreError::Internal(format!("preparing a message failed: {e}")))
+}
+
+/// Commits a delivery, retrying retryable store errors until `wait` has passed.
+pub async fn deliver(
+    store: &Store,
+    message: NewMessage,
+    local: Vec<AccountId>,
+    outbound: Option<OutboundRequest>,
+    wait: Duration,
+) -> Result<DeliveryReceipt, StoreError> {
+    let delivery = Arc::new(Delivery {
+        id: new_delivery_id(),
+        message,
+        local,
+        outbound,
+    });
+    retry(wait, || store.deliver(delivery.clone())).await
+}
+
+/// 128 random bits: unique without coordination between nodes.
+pub fn new_delivery_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Runs `op` until it succeeds, fails for good, or `wait` is over. Backs off from 50 ms to 2 s.
+pub async fn retry<T, F, Fut>(wait: Duration, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "store unavailable; retrying");
+                tokio::time::sleep(pause.min(deadline - now)).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn retry_gives_up_after_the_bound() {
+        let started = Instant::now();
+        let mut calls = 0;
+        let r: Result<(), _> = retry(Duration::from_millis(300), || {
+            calls += 1;
+            async { Err(StoreError::Unavailable("down".into())) }
+        })
+        .await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(calls > 2);
+    }
+
+    #[tokio::test]
+    async fn retry_does_not_repeat_permanent_errors() {
+        let mut calls = 0;
+        let r: Result<(), _> = retry(Duration::from_secs(5), || {
+            calls += 1;
+            async { Err(StoreError::Invalid("no".into())) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test]
+    async fn retry_succeeds_when_the_store_returns() {
+        let mut calls = 0;
+        let r = retry(Duration::from_secs(5), || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 3 {
+                    Err(StoreError::Unavailable("down".into()))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 3);
+    }
+}

@@ -1,0 +1,310 @@
+//! Parses a message once, at delivery, into the metadata the store keeps: the header fields
+//! clients list and the MIME tree with byte offsets (RFC 5322, RFC 2045–2049). Readers later
+//! slice the stored bytes with these offsets instead of parsing again.
+
+use mail_parser::{Address, HeaderValue, MessageParser, MessagePart, MimeHeaders, PartType};
+use trimaran_store::{HeaderAddress, MessageMeta, PartMeta, MESSAGE_META_VERSION};
+
+/// Nesting deeper than this (multiparts in messages in multiparts...) is not described part by
+/// part: a hostile message must not cost unbounded work or metadata.
+const MAX_DEPTH: usize = 32;
+/// Most parts described for one message.
+const MAX_PARTS: usize = 2000;
+
+/// Parses `raw`. Never fails: mail that does not parse is still mail, and is stored with as much
+/// structure as could be found (`well_formed = false`).
+pub fn parse(raw: &[u8]) -> MessageMeta {
+    let mut meta = MessageMeta {
+        version: MESSAGE_META_VERSION,
+        size: raw.len() as u64,
+        well_formed: true,
+        ..MessageMeta::default()
+    };
+    let Some(message) = MessageParser::default().parse(raw) else {
+        meta.well_formed = false;
+        meta.header_size = header_end(raw) as u64;
+        meta.parts.push(PartMeta {
+            content_type: "text".into(),
+            content_subtype: "plain".into(),
+            offset_header: 0,
+            offset_body: meta.header_size,
+            offset_end: raw.len() as u64,
+            body_lines: count_lines(&raw[meta.header_size as usize..]),
+            ..PartMeta::default()
+        });
+        return meta;
+    };
+    meta.subject = message.subject().map(str::to_string);
+    meta.date = message.date().map(|d| d.to_timestamp());
+    meta.raw_date = message.header_raw("Date").map(|d| d.trim().to_string());
+    meta.from = addresses(message.from());
+    meta.sender = addresses(message.sender());
+    meta.reply_to = addresses(message.reply_to());
+    meta.to = addresses(message.to());
+    meta.cc = addresses(message.cc());
+    meta.bcc = addresses(message.bcc());
+    meta.message_id = message.message_id().map(str::to_string);
+    meta.in_reply_to = text_list(message.in_reply_to()).into_iter().next();
+    meta.references = text_list(message.references());
+    let mut flat = Flattener {
+        raw,
+        parts: Vec::new(),
+        well_formed: true,
+    };
+    flat.message(&message, 0, 0);
+    meta.parts = flat.parts;
+    meta.well_formed = flat.well_formed;
+    meta.header_size = meta.parts.first().map(|p| p.offset_body).unwrap_or(0);
+    meta
+}
+
+fn addresses(addr: Option<&Address<'_>>) -> Vec<HeaderAddress> {
+    let Some(addr) = addr else { return Vec::new() };
+    addr.iter()
+        .map(|a| HeaderAddress {
+            name: a.name().map(str::to_string),
+            address: a.address().map(str::to_string),
+        })
+        .collect()
+}
+
+fn text_list(value: &HeaderValue<'_>) -> Vec<String> {
+    match value {
+        HeaderValue::Text(t) => vec![t.to_string()],
+        HeaderValue::TextList(list) => list.iter().map(|t| t.to_string()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+struct Flattener<'r> {
+    raw: &'r [u8],
+    parts: Vec<PartMeta>,
+    well_formed: bool,
+}
+
+impl Flattener<'_> {
+    /// Appends the parts of `message` (whose bytes start at `base` in the stored blob) and returns
+    /// the index of its root part.
+    fn message(
+        &mut self,
+        message: &mail_parser::Message<'_>,
+        base: u64,
+        depth: usize,
+    ) -> Option<usize> {
+        if message.parts.is_empty() {
+            return None;
+        }
+        self.part(message, 0, base, depth)
+    }
+
+    fn part(
+        &mut self,
+        message: &mail_parser::Message<'_>,
+        index: usize,
+        base: u64,
+        depth: usize,
+    ) -> Option<usize> {
+        if depth > MAX_DEPTH || self.parts.len() >= MAX_PARTS {
+            self.well_formed = false;
+            return None;
+        }
+        let part = message.parts.get(index)?;
+        if part.is_encoding_problem {
+            self.well_formed = false;
+        }
+        let mut meta = describe(part, base, self.raw);
+        let slot = self.parts.len();
+        self.parts.push(meta.clone());
+        match &part.body {
+            PartType::Multipart(children) => {
+                for &child in children {
+                    if let Some(i) = self.part(message, child as usize, base, depth + 1) {
+                        meta.children.push(i);
+                    }
+                }
+            }
+            PartType::Message(nested) => {
+                // mail-parser reports the offsets of an encapsulated message's parts from the
+                // start of the outer message already, so the base does not move.
+                if let Some(i) = self.message(nested, base, depth + 1) {
+                    meta.children.push(i);
+                }
+            }
+            _ => {}
+        }
+        self.parts[slot] = meta;
+        Some(slot)
+    }
+}
+
+fn describe(part: &MessagePart<'_>, base: u64, raw: &[u8]) -> PartMeta {
+    let (ctype, csub, params) = match part.content_type() {
+        Some(ct) => (
+            ct.ctype().to_ascii_lowercase(),
+            ct.subtype().map(|s| s.to_ascii_lowercase()),
+            ct.attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|at| (at.name.to_string(), at.value.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
+        None => (String::new(), None, Vec::new()),
+    };
+    // RFC 2045 §5.2: no Content-Type means text/plain; charset=us-ascii (RFC 2046 §5.1.5
+    // makes message/rfc822 the default inside multipart/digest, which mail-parser reports).
+    let (ctype, csub) = match (ctype.is_empty(), &part.body) {
+        (true, PartType::Message(_)) => ("message".to_string(), "rfc822".to_string()),
+        (true, PartType::Multipart(_)) => ("multipart".to_string(), "mixed".to_string()),
+        (true, _) => ("text".to_string(), "plain".to_string()),
+        (false, _) => (ctype, csub.unwrap_or_default()),
+    };
+    let disposition = part.content_disposition();
+    let offset_body = base + part.offset_body as u64;
+    let offset_end = base + part.offset_end as u64;
+    let body = raw
+        .get(offset_body as usize..offset_end as usize)
+        .unwrap_or_default();
+    PartMeta {
+        content_type: ctype,
+        content_subtype: csub,
+        params,
+        content_id: part.content_id().map(str::to_string),
+        description: part.content_description().map(str::to_string),
+        encoding: part
+            .content_transfer_encoding()
+            .map(|e| e.to_ascii_lowercase()),
+        disposition: disposition.map(|d| d.ctype().to_ascii_lowercase()),
+        disposition_params: disposition
+            .and_then(|d| d.attributes())
+            .map(|a| {
+                a.iter()
+                    .map(|at| (at.name.to_string(), at.value.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        language: text_list(part.content_language()).first().cloned(),
+        location: part.content_location().map(str::to_string),
+        offset_header: base + part.offset_header as u64,
+        offset_body,
+        offset_end,
+        body_lines: count_lines(body),
+        children: Vec::new(),
+    }
+}
+
+fn count_lines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// Where the header block ends (after the first empty line), or the whole length.
+fn header_end(raw: &[u8]) -> usize {
+    raw.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
+        .unwrap_or(raw.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NESTED: &[u8] = b"From: Alice <alice@example.test>\r\n\
+To: bob@example.test, Carol <carol@example.test>\r\n\
+Subject: =?UTF-8?B?7JWI64WV?= nested\r\n\
+Date: Tue, 24 Nov 2026 10:00:00 +0000\r\n\
+Message-ID: <m1@example.test>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"b1\"\r\n\
+\r\n\
+preamble\r\n\
+--b1\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+first part\r\n\
+line two\r\n\
+--b1\r\n\
+Content-Type: message/rfc822\r\n\
+\r\n\
+Subject: inner\r\n\
+Content-Type: multipart/alternative; boundary=\"b2\"\r\n\
+\r\n\
+--b2\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+inner text\r\n\
+--b2\r\n\
+Content-Type: text/html\r\n\
+\r\n\
+<p>inner html</p>\r\n\
+--b2--\r\n\
+\r\n\
+--b1--\r\n";
+
+    fn body<'a>(raw: &'a [u8], p: &PartMeta) -> &'a [u8] {
+        &raw[p.offset_body as usize..p.offset_end as usize]
+    }
+
+    #[test]
+    fn header_fields() {
+        let m = parse(NESTED);
+        assert_eq!(m.subject.as_deref(), Some("안녕 nested"));
+        assert_eq!(m.from[0].address.as_deref(), Some("alice@example.test"));
+        assert_eq!(m.from[0].name.as_deref(), Some("Alice"));
+        assert_eq!(m.to.len(), 2);
+        assert_eq!(m.message_id.as_deref(), Some("m1@example.test"));
+        assert_eq!(m.date, Some(1795514400));
+        assert!(m.well_formed);
+    }
+
+    #[test]
+    fn nested_offsets_point_at_the_right_bytes() {
+        let m = parse(NESTED);
+        let root = &m.parts[0];
+        assert_eq!(
+            (root.content_type.as_str(), root.content_subtype.as_str()),
+            ("multipart", "mixed")
+        );
+        assert_eq!(root.children.len(), 2);
+        let text = &m.parts[root.children[0]];
+        assert!(body(NESTED, text).starts_with(b"first part\r\nline two"));
+        let rfc822 = &m.parts[root.children[1]];
+        assert_eq!(rfc822.content_subtype, "rfc822");
+        assert!(body(NESTED, rfc822).starts_with(b"Subject: inner\r\n"));
+        let inner_root = &m.parts[rfc822.children[0]];
+        assert_eq!(inner_root.content_subtype, "alternative");
+        let html = &m.parts[inner_root.children[1]];
+        assert_eq!(html.content_subtype, "html");
+        assert!(body(NESTED, html).starts_with(b"<p>inner html</p>"));
+    }
+
+    #[test]
+    fn garbage_is_still_described() {
+        for raw in [
+            &b""[..],
+            b"\xff\xfe\x00garbage",
+            b"Subject: x\r\n\r\n",
+            b"no header at all",
+        ] {
+            let m = parse(raw);
+            assert_eq!(m.size, raw.len() as u64);
+            assert!(!m.parts.is_empty() || raw.is_empty());
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_bounded() {
+        let mut raw = Vec::new();
+        for i in 0..200 {
+            raw.extend_from_slice(
+                format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n")
+                    .as_bytes(),
+            );
+        }
+        raw.extend_from_slice(b"Content-Type: text/plain\r\n\r\nleaf\r\n");
+        let m = parse(&raw);
+        assert!(m.parts.len() <= MAX_PARTS);
+    }
+}
