@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trimaran_store::{
-    AccountId, Delivery, DeliveryReceipt, NewMessage, OutboundRequest, Store, StoreError,
-    StoredBlob,
+    AccountId, Delivery, DeliveryReceipt, LocalDelivery, NewMessage, OutboundRequest, Store,
+    StoreError, StoredBlob,
 };
 
 use crate::address;
@@ -102,14 +102,13 @@ pub async fn prepare(raw: Vec<u8>, received_at: i64) -> Result<NewMessage, Store
 /// Commits a delivery, retrying retryable store errors until `wait` has passed.
 pub async fn deliver(
     store: &Store,
-    message: NewMessage,
-    local: Vec<AccountId>,
+    id: String,
+    local: Option<LocalDelivery>,
     outbound: Option<OutboundRequest>,
     wait: Duration,
 ) -> Result<DeliveryReceipt, StoreError> {
     let delivery = Arc::new(Delivery {
-        id: new_delivery_id(),
-        message,
+        id,
         local,
         outbound,
     });

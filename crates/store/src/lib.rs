@@ -157,7 +157,9 @@ impl Store {
     pub async fn deliver(&self, delivery: Arc<Delivery>) -> Result<DeliveryReceipt> {
         let shared = self.blobs.shares_metadata_transaction();
         if !shared {
-            self.blobs.put_blob(&delivery.message.blob).await?;
+            for message in delivery.messages() {
+                self.blobs.put_blob(&message.blob).await?;
+            }
         }
         self.meta.deliver(delivery, shared).await
     }

@@ -142,9 +142,20 @@ pub struct NewMessage {
     pub received_at: i64,
 }
 
+/// Copies for local accounts. Each goes into the account's INBOX.
+#[derive(Clone, Debug)]
+pub struct LocalDelivery {
+    /// The bytes as finally delivered (with `Return-Path:`, RFC 5321 §4.4).
+    pub message: NewMessage,
+    /// Accounts that receive a copy. Duplicates are delivered once.
+    pub accounts: Vec<AccountId>,
+}
+
 /// Mail for remote recipients, accepted into the outbound queue.
 #[derive(Clone, Debug)]
 pub struct OutboundRequest {
+    /// The bytes to relay (no `Return-Path:`: that is added only at final delivery).
+    pub message: NewMessage,
     pub sender: String,
     pub recipients: Vec<String>,
     /// The authenticated account that submitted it, if any.
@@ -156,10 +167,21 @@ pub struct OutboundRequest {
 pub struct Delivery {
     /// Unique per accepted message; makes retrying the same delivery harmless.
     pub id: String,
-    pub message: NewMessage,
-    /// Accounts whose INBOX receives a copy. Duplicates are delivered once.
-    pub local: Vec<AccountId>,
+    pub local: Option<LocalDelivery>,
     pub outbound: Option<OutboundRequest>,
+}
+
+impl Delivery {
+    /// The distinct messages whose bodies and metadata this delivery stores.
+    pub fn messages(&self) -> impl Iterator<Item = &NewMessage> {
+        let local = self.local.as_ref().map(|l| &l.message);
+        let outbound = self
+            .outbound
+            .as_ref()
+            .map(|o| &o.message)
+            .filter(move |o| local.is_none_or(|l| l.blob.hash != o.blob.hash));
+        local.into_iter().chain(outbound)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -177,28 +177,14 @@ fn message_record(r: &Row) -> Result<MessageRecord> {
     })
 }
 
-async fn deliver_tx(
+async fn insert_message(
     tx: &deadpool_postgres::Transaction<'_>,
-    d: &Delivery,
+    msg: &NewMessage,
     write_blob: bool,
-) -> Result<DeliveryReceipt> {
-    let msg = &d.message;
+    now: i64,
+) -> Result<()> {
     let hash = msg.blob.hash.to_hex();
     let size = msg.blob.size as i64;
-    let now = now_unix();
-    let fresh = tx
-        .execute(
-            "INSERT INTO deliveries (id, created) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-            &[&d.id, &now],
-        )
-        .await
-        .map_err(map_err)?;
-    if fresh == 0 {
-        return Ok(DeliveryReceipt {
-            already_committed: true,
-            ..DeliveryReceipt::default()
-        });
-    }
     if write_blob {
         let st = tx
             .prepare_cached(
@@ -244,12 +230,77 @@ async fn deliver_tx(
     )
     .await
     .map_err(map_err)?;
+    Ok(())
+}
 
-    let mut accounts = d.local.clone();
+async fn deliver_tx(
+    tx: &deadpool_postgres::Transaction<'_>,
+    d: &Delivery,
+    write_blob: bool,
+) -> Result<DeliveryReceipt> {
+    let now = now_unix();
+    let fresh = tx
+        .execute(
+            "INSERT INTO deliveries (id, created) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            &[&d.id, &now],
+        )
+        .await
+        .map_err(map_err)?;
+    if fresh == 0 {
+        return Ok(DeliveryReceipt {
+            already_committed: true,
+            ..DeliveryReceipt::default()
+        });
+    }
+    for msg in d.messages() {
+        insert_message(tx, msg, write_blob, now).await?;
+    }
+    let mut receipt = DeliveryReceipt::default();
+    if let Some(local) = &d.local {
+        deliver_local(tx, local, now, &mut receipt).await?;
+    }
+    if let Some(out) = d.outbound.as_ref().filter(|o| !o.recipients.is_empty()) {
+        let hash = out.message.blob.hash.to_hex();
+        let size = out.message.blob.size as i64;
+        let queue_id: i64 = tx
+            .query_one(
+                "INSERT INTO queue_messages (hash, size, sender, submitted_by, created)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                &[&hash, &size, &out.sender, &out.submitted_by, &now],
+            )
+            .await
+            .map_err(map_err)?
+            .get(0);
+        let insert_rcpt = tx
+            .prepare_cached(
+                "INSERT INTO queue_recipients (queue_id, recipient, status, next_attempt)
+                 VALUES ($1, $2, 'pending', $3)",
+            )
+            .await
+            .map_err(map_err)?;
+        for rcpt in &out.recipients {
+            tx.execute(&insert_rcpt, &[&queue_id, rcpt, &now])
+                .await
+                .map_err(map_err)?;
+        }
+        receipt.queue_id = Some(queue_id);
+    }
+    Ok(receipt)
+}
+
+async fn deliver_local(
+    tx: &deadpool_postgres::Transaction<'_>,
+    local: &LocalDelivery,
+    now: i64,
+    receipt: &mut DeliveryReceipt,
+) -> Result<()> {
+    let msg = &local.message;
+    let hash = msg.blob.hash.to_hex();
+    let size = msg.blob.size as i64;
+    let mut accounts = local.accounts.clone();
     // A fixed locking order: two deliveries to the same accounts never deadlock.
     accounts.sort_unstable();
     accounts.dedup();
-    let mut receipt = DeliveryReceipt::default();
     let next_uid = tx
         .prepare_cached(
             "UPDATE mailboxes SET uidnext = uidnext + 1
@@ -322,32 +373,7 @@ async fn deliver_tx(
             modseq: modseq as u64,
         });
     }
-
-    if let Some(out) = d.outbound.as_ref().filter(|o| !o.recipients.is_empty()) {
-        let queue_id: i64 = tx
-            .query_one(
-                "INSERT INTO queue_messages (hash, size, sender, submitted_by, created)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                &[&hash, &size, &out.sender, &out.submitted_by, &now],
-            )
-            .await
-            .map_err(map_err)?
-            .get(0);
-        let insert_rcpt = tx
-            .prepare_cached(
-                "INSERT INTO queue_recipients (queue_id, recipient, status, next_attempt)
-                 VALUES ($1, $2, 'pending', $3)",
-            )
-            .await
-            .map_err(map_err)?;
-        for rcpt in &out.recipients {
-            tx.execute(&insert_rcpt, &[&queue_id, rcpt, &now])
-                .await
-                .map_err(map_err)?;
-        }
-        receipt.queue_id = Some(queue_id);
-    }
-    Ok(receipt)
+    Ok(())
 }
 
 #[async_trait]

@@ -195,9 +195,10 @@ fn account_id(conn: &Connection, address: &str) -> Result<AccountId> {
     .ok_or_else(|| StoreError::NotFound(format!("account {address}")))
 }
 
-fn message_row(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, i64, i64, String, Option<String>, i64, i64)> {
+/// Columns of [`MESSAGE_COLUMNS`] before conversion: name, uid, size, hash, subject, date, modseq.
+type MessageRow = (String, i64, i64, String, Option<String>, i64, i64);
+
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -209,9 +210,7 @@ fn message_row(
     ))
 }
 
-fn to_message_record(
-    row: (String, i64, i64, String, Option<String>, i64, i64),
-) -> Result<MessageRecord> {
+fn to_message_record(row: MessageRow) -> Result<MessageRecord> {
     let (mailbox, uid, size, hash, subject, internal_date, modseq) = row;
     Ok(MessageRecord {
         mailbox,
@@ -230,22 +229,8 @@ const MESSAGE_COLUMNS: &str =
      JOIN mailboxes mb ON mb.id = mm.mailbox_id
      LEFT JOIN message_meta meta ON meta.hash = mm.hash";
 
-fn deliver_tx(conn: &Connection, d: &Delivery, write_blob: bool) -> Result<DeliveryReceipt> {
-    let msg = &d.message;
+fn insert_message(conn: &Connection, msg: &NewMessage, write_blob: bool, now: i64) -> Result<()> {
     let hash = msg.blob.hash.to_hex();
-    let now = now_unix();
-    let fresh = conn
-        .prepare_cached(
-            "INSERT INTO deliveries (id, created) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
-        )
-        .and_then(|mut st| st.execute(params![d.id, now]))
-        .map_err(map_err)?;
-    if fresh == 0 {
-        return Ok(DeliveryReceipt {
-            already_committed: true,
-            ..DeliveryReceipt::default()
-        });
-    }
     if write_blob {
         conn.prepare_cached(
             "INSERT INTO blobs (hash, size, compression, data, created) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -281,62 +266,87 @@ fn deliver_tx(conn: &Connection, d: &Delivery, write_blob: bool) -> Result<Deliv
         ])
     })
     .map_err(map_err)?;
+    Ok(())
+}
 
-    let mut accounts = d.local.clone();
-    accounts.sort_unstable();
-    accounts.dedup();
-    let mut receipt = DeliveryReceipt::default();
-    for account in accounts {
-        let (mailbox_id, uid): (i64, i64) = conn
-            .prepare_cached(
-                "UPDATE mailboxes SET uidnext = uidnext + 1
-                 WHERE account_id = ?1 AND name = 'INBOX' RETURNING id, uidnext - 1",
-            )
-            .and_then(|mut st| st.query_row([account], |r| Ok((r.get(0)?, r.get(1)?))))
-            .optional()
-            .map_err(map_err)?
-            .ok_or_else(|| StoreError::Internal(format!("account {account} has no INBOX")))?;
-        let modseq: i64 = conn
-            .prepare_cached(
-                "UPDATE accounts SET modseq = modseq + 1 WHERE id = ?1 RETURNING modseq",
-            )
-            .and_then(|mut st| st.query_row([account], |r| r.get(0)))
-            .map_err(map_err)?;
-        conn.prepare_cached("UPDATE mailboxes SET highestmodseq = ?1 WHERE id = ?2")
-            .and_then(|mut st| st.execute(params![modseq, mailbox_id]))
-            .map_err(map_err)?;
-        conn.prepare_cached(
-            "INSERT INTO mailbox_messages
-               (mailbox_id, uid, account_id, hash, size, flags, keywords, modseq, internal_date)
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, '', ?6, ?7)",
+fn deliver_tx(conn: &Connection, d: &Delivery, write_blob: bool) -> Result<DeliveryReceipt> {
+    let now = now_unix();
+    let fresh = conn
+        .prepare_cached(
+            "INSERT INTO deliveries (id, created) VALUES (?1, ?2) ON CONFLICT (id) DO NOTHING",
         )
-        .and_then(|mut st| {
-            st.execute(params![
-                mailbox_id,
-                uid,
-                account,
-                hash,
-                msg.blob.size as i64,
-                modseq,
-                msg.received_at
-            ])
-        })
+        .and_then(|mut st| st.execute(params![d.id, now]))
         .map_err(map_err)?;
-        conn.prepare_cached(
-            "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
-             VALUES (?1, ?2, 'append', ?3, ?4, ?5)",
-        )
-        .and_then(|mut st| st.execute(params![account, modseq, mailbox_id, uid, now]))
-        .map_err(map_err)?;
-        receipt.copies.push(DeliveredCopy {
-            account_id: account,
-            mailbox_id,
-            uid: uid as u32,
-            modseq: modseq as u64,
+    if fresh == 0 {
+        return Ok(DeliveryReceipt {
+            already_committed: true,
+            ..DeliveryReceipt::default()
         });
+    }
+    for msg in d.messages() {
+        insert_message(conn, msg, write_blob, now)?;
+    }
+    let mut receipt = DeliveryReceipt::default();
+    if let Some(local) = &d.local {
+        let msg = &local.message;
+        let hash = msg.blob.hash.to_hex();
+        let mut accounts = local.accounts.clone();
+        accounts.sort_unstable();
+        accounts.dedup();
+        for account in accounts {
+            let (mailbox_id, uid): (i64, i64) = conn
+                .prepare_cached(
+                    "UPDATE mailboxes SET uidnext = uidnext + 1
+                     WHERE account_id = ?1 AND name = 'INBOX' RETURNING id, uidnext - 1",
+                )
+                .and_then(|mut st| st.query_row([account], |r| Ok((r.get(0)?, r.get(1)?))))
+                .optional()
+                .map_err(map_err)?
+                .ok_or_else(|| StoreError::Internal(format!("account {account} has no INBOX")))?;
+            let modseq: i64 = conn
+                .prepare_cached(
+                    "UPDATE accounts SET modseq = modseq + 1 WHERE id = ?1 RETURNING modseq",
+                )
+                .and_then(|mut st| st.query_row([account], |r| r.get(0)))
+                .map_err(map_err)?;
+            conn.prepare_cached("UPDATE mailboxes SET highestmodseq = ?1 WHERE id = ?2")
+                .and_then(|mut st| st.execute(params![modseq, mailbox_id]))
+                .map_err(map_err)?;
+            conn.prepare_cached(
+                "INSERT INTO mailbox_messages
+                   (mailbox_id, uid, account_id, hash, size, flags, keywords, modseq, internal_date)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, '', ?6, ?7)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    mailbox_id,
+                    uid,
+                    account,
+                    hash,
+                    msg.blob.size as i64,
+                    modseq,
+                    msg.received_at
+                ])
+            })
+            .map_err(map_err)?;
+            conn.prepare_cached(
+                "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
+                 VALUES (?1, ?2, 'append', ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| st.execute(params![account, modseq, mailbox_id, uid, now]))
+            .map_err(map_err)?;
+            receipt.copies.push(DeliveredCopy {
+                account_id: account,
+                mailbox_id,
+                uid: uid as u32,
+                modseq: modseq as u64,
+            });
+        }
     }
 
     if let Some(out) = d.outbound.as_ref().filter(|o| !o.recipients.is_empty()) {
+        let msg = &out.message;
+        let hash = msg.blob.hash.to_hex();
         let queue_id: i64 = conn
             .prepare_cached(
                 "INSERT INTO queue_messages (hash, size, sender, submitted_by, created)

@@ -1,0 +1,278 @@
+//! Administration subcommands. They open the same store as the server and work while it runs.
+
+use std::io::{IsTerminal, Read, Write};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use trimaran_core::address;
+use trimaran_core::auth::hash_password;
+use trimaran_core::config::Config;
+use trimaran_core::store::{AccountId, Store, StoreUrl, INBOX};
+
+#[derive(Subcommand)]
+pub enum DomainCommand {
+    /// Receive mail for DOMAIN.
+    Add { domain: String },
+    /// List local domains.
+    List,
+    /// Stop receiving mail for DOMAIN (it must have no accounts or aliases left).
+    Remove { domain: String },
+}
+
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Create an account; the password is read from stdin, or prompted for on a terminal.
+    Add { address: String },
+    /// List accounts.
+    List,
+    /// Delete an account and all its mail.
+    Remove { address: String },
+    /// Change an account's password (read like `add`).
+    Passwd { address: String },
+}
+
+#[derive(Subcommand)]
+pub enum AliasCommand {
+    /// Deliver mail for ALIAS to TARGET (local or remote); repeat for several targets.
+    Add { alias: String, target: String },
+    /// List aliases as "ALIAS -> TARGET".
+    List,
+    /// Remove one target of ALIAS, or all of them.
+    Remove {
+        alias: String,
+        target: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MailCommand {
+    /// One line per message: mailbox, UID, size, BLAKE3 of the stored bytes, subject (tab-separated).
+    List {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        mailbox: Option<String>,
+    },
+    /// Write a message's exact stored bytes to stdout, verified against their hash.
+    Show {
+        #[arg(long)]
+        account: String,
+        #[arg(long, default_value = INBOX)]
+        mailbox: String,
+        #[arg(long)]
+        uid: u32,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum QueueCommand {
+    /// One line per recipient: queue id, status, sender, recipient (tab-separated).
+    List,
+}
+
+async fn open(config: &Config) -> anyhow::Result<Arc<Store>> {
+    let url: StoreUrl = config.store_url().parse()?;
+    if let StoreUrl::Sqlite(path) = &url {
+        if !path.exists() {
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        }
+    }
+    Store::open(&url)
+        .await
+        .with_context(|| format!("opening store {url}"))
+}
+
+fn domain_arg(domain: &str) -> anyhow::Result<String> {
+    address::normalize_domain(domain)
+        .with_context(|| format!("{domain:?} is not a valid domain name"))
+}
+
+fn address_arg(addr: &str) -> anyhow::Result<String> {
+    address::normalize(addr)
+        .with_context(|| format!("{addr:?} is not a valid address (local@domain)"))
+}
+
+/// Reads a password without it ever appearing in argv: prompted twice on a terminal, else the
+/// first line of stdin.
+fn read_password() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Password again: ")?;
+        if first != again {
+            bail!("the passwords differ");
+        }
+        return Ok(first);
+    }
+    let mut input = String::new();
+    std::io::stdin()
+        .take(64 * 1024)
+        .read_to_string(&mut input)
+        .context("reading the password from stdin")?;
+    let line = input.lines().next().unwrap_or("").to_string();
+    if line.is_empty() {
+        bail!("no password on stdin");
+    }
+    Ok(line)
+}
+
+pub async fn domain(config: Config, cmd: DomainCommand) -> anyhow::Result<()> {
+    let store = open(&config).await?;
+    match cmd {
+        DomainCommand::Add { domain } => {
+            let d = domain_arg(&domain)?;
+            store.meta().add_domain(&d).await?;
+        }
+        DomainCommand::List => {
+            for d in store.meta().list_domains().await? {
+                println!("{d}");
+            }
+        }
+        DomainCommand::Remove { domain } => {
+            store.meta().remove_domain(&domain_arg(&domain)?).await?
+        }
+    }
+    Ok(())
+}
+
+pub async fn account(config: Config, cmd: AccountCommand) -> anyhow::Result<()> {
+    let store = open(&config).await?;
+    match cmd {
+        AccountCommand::Add { address } => {
+            let a = address_arg(&address)?;
+            let hash = hash_password(&read_password()?)?;
+            store
+                .meta()
+                .add_account(&a, &hash)
+                .await
+                .map_err(|e| match e {
+                    trimaran_core::store::StoreError::NotFound(what) => {
+                        anyhow::anyhow!("{what} not found; add it first with `trimaran domain add`")
+                    }
+                    other => other.into(),
+                })?;
+        }
+        AccountCommand::List => {
+            for a in store.meta().list_accounts().await? {
+                println!("{a}");
+            }
+        }
+        AccountCommand::Remove { address } => {
+            store.meta().remove_account(&address_arg(&address)?).await?
+        }
+        AccountCommand::Passwd { address } => {
+            let a = address_arg(&address)?;
+            if store.meta().account_by_address(&a).await?.is_none() {
+                bail!("account {a} not found");
+            }
+            let hash = hash_password(&read_password()?)?;
+            store.meta().set_password(&a, &hash).await?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn alias(config: Config, cmd: AliasCommand) -> anyhow::Result<()> {
+    let store = open(&config).await?;
+    match cmd {
+        AliasCommand::Add { alias, target } => {
+            let a = address_arg(&alias)?;
+            let t = address_arg(&target)?;
+            if a == t {
+                bail!("an alias cannot point at itself");
+            }
+            store.meta().add_alias(&a, &t).await?;
+        }
+        AliasCommand::List => {
+            for (a, t) in store.meta().list_aliases().await? {
+                println!("{a} -> {t}");
+            }
+        }
+        AliasCommand::Remove { alias, target } => {
+            let t = target.as_deref().map(address_arg).transpose()?;
+            store
+                .meta()
+                .remove_alias(&address_arg(&alias)?, t.as_deref())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn account_id(store: &Store, addr: &str) -> anyhow::Result<AccountId> {
+    let a = address_arg(addr)?;
+    match store.meta().account_by_address(&a).await? {
+        Some(acc) => Ok(acc.id),
+        None => bail!("account {a} not found"),
+    }
+}
+
+/// Keeps one record on one line of tab-separated output.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+pub async fn mail(config: Config, cmd: MailCommand) -> anyhow::Result<()> {
+    let store = open(&config).await?;
+    match cmd {
+        MailCommand::List { account, mailbox } => {
+            let id = account_id(&store, &account).await?;
+            if let Some(name) = &mailbox {
+                if !store
+                    .meta()
+                    .mailboxes(id)
+                    .await?
+                    .iter()
+                    .any(|m| &m.name == name)
+                {
+                    bail!("mailbox {name:?} not found in {account}");
+                }
+            }
+            let mut out = std::io::stdout().lock();
+            for m in store.meta().list_messages(id, mailbox.as_deref()).await? {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}\t{}",
+                    m.mailbox,
+                    m.uid,
+                    m.size,
+                    m.hash,
+                    one_line(m.subject.as_deref().unwrap_or(""))
+                )?;
+            }
+        }
+        MailCommand::Show {
+            account,
+            mailbox,
+            uid,
+        } => {
+            let id = account_id(&store, &account).await?;
+            let Some(m) = store.meta().find_message(id, &mailbox, uid).await? else {
+                bail!("no message with UID {uid} in {mailbox} of {account}");
+            };
+            let bytes = store.read_blob(&m.hash).await?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn queue(config: Config, cmd: QueueCommand) -> anyhow::Result<()> {
+    let store = open(&config).await?;
+    match cmd {
+        QueueCommand::List => {
+            for q in store.meta().queue_list().await? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    q.queue_id, q.status, q.sender, q.recipient
+                );
+            }
+        }
+    }
+    Ok(())
+}

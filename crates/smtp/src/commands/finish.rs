@@ -1,0 +1,184 @@
+//! End of a transaction, shared by DATA and BDAT LAST: trace fields, the submission From check,
+//! and the atomic commit that must happen before the 250 (DESIGN.md G1). Every failure that is
+//! ours answers 4xx (G2).
+
+use time::format_description::well_known::Rfc2822;
+use time::OffsetDateTime;
+use trimaran_core::address;
+use trimaran_core::delivery::{deliver, new_delivery_id, prepare};
+use trimaran_core::store::{LocalDelivery, NewMessage, OutboundRequest, StoreError};
+
+use crate::reply::{common, Reply};
+use crate::session::{Session, Target, Transaction};
+
+impl Session {
+    pub(crate) async fn finish(&mut self, content: Vec<u8>) {
+        let Some(tx) = self.tx.take() else {
+            return self.error(common::bad_sequence("No transaction"));
+        };
+        let id = new_delivery_id();
+        let short_id = id[..16].to_ascii_uppercase();
+        let now = OffsetDateTime::now_utc();
+
+        let mut accounts = Vec::new();
+        let mut outbound = Vec::new();
+        for rcpt in &tx.recipients {
+            match &rcpt.target {
+                Target::Local {
+                    accounts: a,
+                    forwards,
+                } => {
+                    accounts.extend_from_slice(a);
+                    outbound.extend(forwards.iter().cloned());
+                }
+                Target::Remote => outbound.push(rcpt.address.clone()),
+            }
+        }
+        accounts.sort_unstable();
+        accounts.dedup();
+        outbound.sort_unstable();
+        outbound.dedup();
+
+        let trace = self.received_field(&tx, &short_id, now);
+        let received_at = now.unix_timestamp();
+        let local_message = if accounts.is_empty() {
+            None
+        } else {
+            // RFC 5321 §4.4: the final delivery adds Return-Path.
+            let mut raw = format!("Return-Path: <{}>\r\n", tx.sender).into_bytes();
+            raw.extend_from_slice(trace.as_bytes());
+            raw.extend_from_slice(&content);
+            Some(prepare(raw, received_at).await)
+        };
+        let outbound_message = if outbound.is_empty() {
+            None
+        } else {
+            let mut raw = trace.into_bytes();
+            raw.extend_from_slice(&content);
+            Some(prepare(raw, received_at).await)
+        };
+        drop(content);
+        let (local_message, outbound_message) =
+            match (local_message.transpose(), outbound_message.transpose()) {
+                (Ok(l), Ok(o)) => (l, o),
+                (Err(e), _) | (_, Err(e)) => return self.store_failure(&e),
+            };
+
+        if self.kind.is_submission() {
+            let parsed = local_message.as_ref().or(outbound_message.as_ref());
+            if let Some(reply) = self.check_from(parsed).await {
+                return self.reply(reply);
+            }
+        }
+
+        let size = local_message
+            .as_ref()
+            .or(outbound_message.as_ref())
+            .map(|m| m.blob.size);
+        let local = local_message.map(|message| LocalDelivery { message, accounts });
+        let outbound = outbound_message.map(|message| OutboundRequest {
+            message,
+            sender: tx.sender.clone(),
+            recipients: outbound,
+            submitted_by: self.auth.as_ref().map(|a| a.account),
+        });
+        let store = &self.server.core.store;
+        match deliver(
+            store,
+            id,
+            local,
+            outbound,
+            self.server.core.config.store_wait(),
+        )
+        .await
+        {
+            Ok(receipt) => {
+                tracing::info!(
+                    id = %short_id,
+                    peer = %self.conn.peer,
+                    sender = %tx.sender,
+                    recipients = tx.recipients.len(),
+                    size,
+                    copies = receipt.copies.len(),
+                    queued = receipt.queue_id,
+                    "message accepted"
+                );
+                self.reply(Reply::new(
+                    250,
+                    "2.0.0",
+                    format!("Ok: queued as {short_id}"),
+                ));
+            }
+            Err(e) => self.store_failure(&e),
+        }
+    }
+
+    fn store_failure(&mut self, e: &StoreError) {
+        tracing::error!(peer = %self.conn.peer, error = %e, "message not accepted: store failure");
+        // G2: whatever went wrong on our side, the sender keeps the message and retries.
+        self.reply(match e {
+            StoreError::Full(_) => common::storage_full(),
+            _ => common::temporary_failure(),
+        });
+    }
+
+    /// RFC 6409 §8 lets a submission server check the message; every From address must be one
+    /// the authenticated user may send as.
+    async fn check_from(&self, message: Option<&NewMessage>) -> Option<Reply> {
+        let from = message.map(|m| m.meta.from.as_slice()).unwrap_or_default();
+        if from.is_empty() {
+            return Some(Reply::new(550, "5.7.1", "Message has no From address"));
+        }
+        for addr in from {
+            let Some(normalized) = addr.address.as_deref().and_then(address::normalize) else {
+                return Some(Reply::new(550, "5.7.1", "From address is not valid"));
+            };
+            match self.owns(&normalized).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Some(Reply::new(
+                        550,
+                        "5.7.1",
+                        "From address not owned by the authenticated user",
+                    ))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "From check failed");
+                    return Some(common::temporary_failure());
+                }
+            }
+        }
+        None
+    }
+
+    /// The Received: field (RFC 5321 §4.4) with the protocol names of RFC 3848 and RFC 6531.
+    fn received_field(&self, tx: &Transaction, id: &str, now: OffsetDateTime) -> String {
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let mut with = String::from(if tx.smtputf8 {
+            "UTF8SMTP"
+        } else if self.esmtp {
+            "ESMTP"
+        } else {
+            "SMTP"
+        });
+        if self.esmtp || tx.smtputf8 {
+            if self.conn.tls {
+                with.push('S');
+            }
+            if self.auth.is_some() {
+                with.push('A');
+            }
+        }
+        let date = now.format(&Rfc2822).unwrap_or_default();
+        let ip = self.conn.peer.ip();
+        let for_clause = match tx.recipients.as_slice() {
+            // Naming the recipient only when there is one keeps Bcc recipients private.
+            [only] => format!("\r\n\tfor <{}>", only.address),
+            _ => String::new(),
+        };
+        format!(
+            "Received: from {helo} ([{ip}])\r\n\tby {host} (Trimaran) with {with} id {id}{for_clause};\r\n\t{date}\r\n",
+            host = self.hostname(),
+        )
+    }
+}

@@ -1,0 +1,67 @@
+//! RCPT TO (RFC 5321 §4.1.1.3): local recipients, aliases, and relaying only for
+//! authenticated submission.
+
+use smtp_proto::RcptTo;
+use trimaran_core::address;
+use trimaran_core::delivery::Resolved;
+
+use crate::reply::{common, Reply};
+use crate::session::{Recipient, Session, Target};
+
+impl Session {
+    pub(crate) async fn rcpt(&mut self, to: RcptTo<String>) {
+        let max = self.server.core.config.smtp.max_recipients;
+        let Some(tx) = self.tx.as_ref() else {
+            return self.error(common::bad_sequence("Need MAIL command first"));
+        };
+        if tx.chunks.is_some() {
+            return self.error(common::bad_sequence(
+                "RCPT not allowed during BDAT transfer",
+            ));
+        }
+        if tx.recipients.len() >= max {
+            // RFC 5321 §4.5.3.1.10: 452 makes the client send the rest in another transaction.
+            return self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
+        }
+        if to.orcpt.is_some() || to.flags != 0 || to.rrvs != 0 {
+            return self.error(Reply::new(555, "5.5.4", "Unsupported RCPT parameter"));
+        }
+        if !to.address.is_ascii() && !tx.smtputf8 {
+            return self.error(Reply::new(
+                553,
+                "5.6.7",
+                "Non-ASCII recipient address requires SMTPUTF8",
+            ));
+        }
+        let Some(addr) = address::normalize(&to.address) else {
+            return self.error(Reply::new(501, "5.1.3", "Bad recipient address syntax"));
+        };
+        let target = match self.resolve(&addr).await {
+            Ok(Resolved::Local { accounts, forwards }) => Target::Local { accounts, forwards },
+            Ok(Resolved::Remote) if self.kind.is_submission() && self.auth.is_some() => {
+                Target::Remote
+            }
+            Ok(Resolved::Remote) => {
+                return self.error(Reply::new(550, "5.7.1", "Relaying denied"));
+            }
+            Ok(Resolved::UnknownLocal) => {
+                return self.error(Reply::new(
+                    550,
+                    "5.1.1",
+                    "Recipient address rejected: user unknown",
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recipient lookup failed");
+                return self.reply(common::temporary_failure());
+            }
+        };
+        if let Some(tx) = self.tx.as_mut() {
+            tx.recipients.push(Recipient {
+                address: addr,
+                target,
+            });
+        }
+        self.reply(Reply::new(250, "2.1.5", "Recipient OK"));
+    }
+}

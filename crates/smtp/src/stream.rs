@@ -1,0 +1,223 @@
+//! A client connection, plain or TLS, with the buffered reading the session needs.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::parser::data::{DataDecoder, MessageSink};
+use crate::parser::line::{Framed, InBuf};
+use crate::reply::Reply;
+
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why reading from the client stopped.
+#[derive(Debug)]
+pub enum ReadError {
+    Closed,
+    TimedOut,
+    Io(io::Error),
+}
+
+/// What the session gets back from asking for a command line.
+pub enum LineEvent {
+    Line(Vec<u8>),
+    TooLong,
+}
+
+pub struct Conn {
+    stream: Option<Stream>,
+    inbuf: InBuf,
+    out: Vec<u8>,
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Conn {
+    pub fn new(stream: Stream, peer: SocketAddr) -> Conn {
+        let tls = matches!(stream, Stream::Tls(_));
+        Conn {
+            stream: Some(stream),
+            inbuf: InBuf::default(),
+            out: Vec::new(),
+            peer,
+            tls,
+        }
+    }
+
+    fn stream(&mut self) -> io::Result<&mut Stream> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "connection gone"))
+    }
+
+    /// Queues a reply; it is sent at the next flush (RFC 2920: replies to pipelined commands
+    /// may be sent together, but must be before waiting for more input).
+    pub fn reply(&mut self, reply: &Reply) {
+        reply.encode(&mut self.out);
+    }
+
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let stream = self.stream()?;
+        stream.write_all(&out).await?;
+        stream.flush().await
+    }
+
+    async fn fill(&mut self, timeout: Duration) -> Result<(), ReadError> {
+        // Never block on the client while replies are unsent (RFC 2920 §3.1).
+        self.flush().await.map_err(ReadError::Io)?;
+        let mut chunk = [0u8; READ_CHUNK];
+        let stream = self.stream().map_err(ReadError::Io)?;
+        match tokio::time::timeout(timeout, stream.read(&mut chunk)).await {
+            Err(_) => Err(ReadError::TimedOut),
+            Ok(Err(e)) => Err(ReadError::Io(e)),
+            Ok(Ok(0)) => Err(ReadError::Closed),
+            Ok(Ok(n)) => {
+                self.inbuf.append(&chunk[..n]);
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn read_line(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<LineEvent, ReadError> {
+        loop {
+            match self.inbuf.take_line(max) {
+                Framed::Line(line) => return Ok(LineEvent::Line(line)),
+                Framed::TooLong => return Ok(LineEvent::TooLong),
+                Framed::Incomplete => self.fill(timeout).await?,
+            }
+        }
+    }
+
+    /// Reads DATA content up to and including the terminating "." line.
+    pub async fn read_data(
+        &mut self,
+        sink: &mut MessageSink,
+        timeout: Duration,
+    ) -> Result<(), ReadError> {
+        let mut decoder = DataDecoder::default();
+        loop {
+            let (used, done) = decoder.feed(self.inbuf.pending(), sink);
+            self.inbuf.consume(used);
+            if done {
+                return Ok(());
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// Reads exactly `n` bytes of a BDAT chunk into `sink`.
+    pub async fn read_chunk(
+        &mut self,
+        mut n: usize,
+        sink: &mut MessageSink,
+        timeout: Duration,
+    ) -> Result<(), ReadError> {
+        loop {
+            let pending = self.inbuf.pending();
+            let take = pending.len().min(n);
+            sink.push(&pending[..take]);
+            self.inbuf.consume(take);
+            n -= take;
+            if n == 0 {
+                return Ok(());
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// Upgrades to TLS (RFC 3207). Anything the client pipelined after STARTTLS is discarded:
+    /// it was sent in clear text and must not be executed inside the TLS session (§4.2).
+    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
+        self.flush().await?;
+        self.inbuf.clear();
+        let Some(Stream::Plain(tcp)) = self.stream.take() else {
+            return Err(io::Error::other("TLS is already active"));
+        };
+        let tls = acceptor.accept(tcp).await?;
+        self.stream = Some(Stream::Tls(Box::new(tls)));
+        self.tls = true;
+        Ok(())
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.flush().await;
+        if let Ok(stream) = self.stream() {
+            let _ = stream.shutdown().await;
+        }
+    }
+}
+
+/// Accepts TLS on a fresh connection (implicit TLS, RFC 8314), bounded in time.
+pub async fn accept_tls(
+    tcp: TcpStream,
+    acceptor: Arc<TlsAcceptor>,
+    timeout: Duration,
+) -> io::Result<Stream> {
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => Ok(Stream::Tls(Box::new(tls))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    }
+}
