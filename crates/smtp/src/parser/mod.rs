@@ -11,6 +11,11 @@ use crate::reply::Reply;
 
 /// Parses one complete command line (ending in LF) into an owned request.
 pub fn parse_command(line: &[u8]) -> Result<Request<String>, Reply> {
+    // Commands are ASCII, or UTF-8 with SMTPUTF8 (RFC 6531 §3.3). smtp-proto would replace
+    // invalid bytes with U+FFFD and carry on; an address must never be guessed at.
+    if std::str::from_utf8(line).is_err() {
+        return Err(Reply::new(501, "5.5.2", "Command is not valid UTF-8"));
+    }
     let mut iter = line.iter();
     let request = Request::parse(&mut iter).map_err(reply_for)?;
     Ok(match request {
@@ -158,7 +163,7 @@ mod tests {
                 .code,
             555
         );
-        assert_eq!(parse_command(b"\xff\xfe\r\n").unwrap_err().code, 500);
+        assert_eq!(parse_command(b"\xff\xfe\r\n").unwrap_err().code, 501);
     }
 
     #[test]
