@@ -245,3 +245,15 @@ mod tests {
         assert_eq!(c.store_url(), "sqlite:/var/lib/trimaran/trimaran.db");
     }
 }
+
+#[cfg(test)]
+mod example {
+    /// The example shipped in docs/ must stay a valid configuration.
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../../docs/config.example.toml");
+        let config = super::Config::parse(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.listen.smtp.0, Some("0.0.0.0:25".parse().unwrap()));
+    }
+}

@@ -110,7 +110,7 @@ impl PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
         // Two nodes starting together must not both apply the same migration.
-        tx.execute("SELECT pg_advisory_xact_lock(7461726d)", &[])
+        tx.execute("SELECT pg_advisory_xact_lock(7461726)", &[])
             .await
             .map_err(map_err)?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")

@@ -1,0 +1,271 @@
+//! Store behaviour both back ends must share. SQLite always runs; PostgreSQL runs when
+//! TRIMARAN_TEST_POSTGRES names a server URL (the test script provides one).
+
+use std::sync::Arc;
+
+use trimaran_store::*;
+
+fn message(text: &str) -> NewMessage {
+    let raw = format!("Subject: {text}\r\n\r\n{text}\r\n").into_bytes();
+    NewMessage {
+        meta: MessageMeta {
+            size: raw.len() as u64,
+            subject: Some(text.to_string()),
+            ..MessageMeta::default()
+        },
+        blob: StoredBlob::encode(&raw),
+        received_at: 1_800_000_000,
+    }
+}
+
+fn local(id: &str, msg: NewMessage, accounts: Vec<AccountId>) -> Arc<Delivery> {
+    Arc::new(Delivery {
+        id: id.to_string(),
+        local: Some(LocalDelivery {
+            message: msg,
+            accounts,
+        }),
+        outbound: None,
+    })
+}
+
+async fn stores() -> Vec<(String, Arc<Store>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = Store::open(&StoreUrl::Sqlite(dir.path().join("t.db")))
+        .await
+        .unwrap();
+    let mut out = vec![("sqlite".to_string(), sqlite, Some(dir))];
+    if let Ok(base) = std::env::var("TRIMARAN_TEST_POSTGRES") {
+        let db = format!("t{:016x}", rand_id());
+        let admin = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(admin.1);
+        admin
+            .0
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .unwrap();
+        let url = match base.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{db}"),
+            None => unreachable!("TRIMARAN_TEST_POSTGRES must end in /DATABASE"),
+        };
+        let pg = Store::open(&StoreUrl::Postgres(url)).await.unwrap();
+        out.push(("postgres".to_string(), pg, None));
+    }
+    out
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+async fn setup(store: &Store, n: usize) -> Vec<AccountId> {
+    store.meta().add_domain("example.test").await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(
+            store
+                .meta()
+                .add_account(&format!("u{i}@example.test"), "x")
+                .await
+                .unwrap(),
+        );
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_accounts_get_the_special_use_mailboxes() {
+    for (name, store, _dir) in stores().await {
+        let ids = setup(&store, 1).await;
+        let boxes = store.meta().mailboxes(ids[0]).await.unwrap();
+        let mut got: Vec<(String, Option<String>)> =
+            boxes.into_iter().map(|m| (m.name, m.special_use)).collect();
+        got.sort();
+        let mut want: Vec<(String, Option<String>)> = DEFAULT_MAILBOXES
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.map(str::to_string)))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_get_unique_increasing_uids() {
+    for (name, store, _dir) in stores().await {
+        let ids = setup(&store, 3).await;
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let store = store.clone();
+            let ids = ids.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .deliver(local(&format!("d{i}"), message(&format!("m{i}")), ids))
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        for id in &ids {
+            let msgs = store.meta().list_messages(*id, Some(INBOX)).await.unwrap();
+            let uids: Vec<u32> = msgs.iter().map(|m| m.uid).collect();
+            assert_eq!(uids, (1..=200).collect::<Vec<u32>>(), "{name}");
+            let inbox = store.meta().mailboxes(*id).await.unwrap();
+            let inbox = inbox.iter().find(|m| m.name == INBOX).unwrap();
+            assert_eq!(inbox.uidnext, 201, "{name}");
+            assert_eq!(inbox.highestmodseq, 200, "{name}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_body_for_many_recipients_and_verified_reads() {
+    for (name, store, _dir) in stores().await {
+        let ids = setup(&store, 100).await;
+        let msg = message("shared");
+        let hash = msg.blob.hash;
+        let receipt = store.deliver(local("one", msg, ids.clone())).await.unwrap();
+        assert_eq!(receipt.copies.len(), 100, "{name}");
+        for id in &ids {
+            let m = store.meta().list_messages(*id, None).await.unwrap();
+            assert_eq!(m.len(), 1);
+            assert_eq!(m[0].hash, hash);
+        }
+        let bytes = store.read_blob(&hash).await.unwrap();
+        assert_eq!(BlobHash::of(&bytes), hash, "{name}");
+        assert_eq!(
+            store
+                .meta()
+                .message_meta(&hash)
+                .await
+                .unwrap()
+                .unwrap()
+                .subject
+                .as_deref(),
+            Some("shared")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_a_committed_delivery_adds_nothing() {
+    for (name, store, _dir) in stores().await {
+        let ids = setup(&store, 1).await;
+        let d = local("same-id", message("once"), ids.clone());
+        let first = store.deliver(d.clone()).await.unwrap();
+        assert!(!first.already_committed);
+        let second = store.deliver(d).await.unwrap();
+        assert!(second.already_committed, "{name}");
+        assert_eq!(
+            store
+                .meta()
+                .list_messages(ids[0], None)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_leaves_nothing_and_spares_its_group() {
+    for (name, store, _dir) in stores().await {
+        let ids = setup(&store, 1).await;
+        // Account 999999 does not exist: that delivery fails inside the transaction.
+        let bad = local("bad", message("bad"), vec![ids[0], 999_999]);
+        let good = local("good", message("good"), vec![ids[0]]);
+        let (b, g) = tokio::join!(store.deliver(bad), store.deliver(good));
+        assert!(b.is_err(), "{name}");
+        g.unwrap();
+        let msgs = store.meta().list_messages(ids[0], None).await.unwrap();
+        assert_eq!(msgs.len(), 1, "{name}");
+        assert_eq!(msgs[0].subject.as_deref(), Some("good"), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_copies_are_queued_per_recipient() {
+    for (name, store, _dir) in stores().await {
+        let ids = setup(&store, 1).await;
+        let d = Arc::new(Delivery {
+            id: "q".into(),
+            local: Some(LocalDelivery {
+                message: message("local copy"),
+                accounts: ids.clone(),
+            }),
+            outbound: Some(OutboundRequest {
+                message: message("relayed copy"),
+                sender: "u0@example.test".into(),
+                recipients: vec!["a@remote.test".into(), "b@remote.test".into()],
+                submitted_by: Some(ids[0]),
+            }),
+        });
+        let r = store.deliver(d).await.unwrap();
+        assert!(r.queue_id.is_some());
+        let q = store.meta().queue_list().await.unwrap();
+        assert_eq!(q.len(), 2, "{name}");
+        assert!(q
+            .iter()
+            .all(|e| e.status == "pending" && e.sender == "u0@example.test"));
+        assert_eq!(q[0].hash, message("relayed copy").blob.hash);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_errors_are_clear() {
+    for (name, store, _dir) in stores().await {
+        setup(&store, 1).await;
+        let m = store.meta();
+        assert!(
+            matches!(
+                m.add_domain("example.test").await,
+                Err(StoreError::AlreadyExists(_))
+            ),
+            "{name}"
+        );
+        assert!(matches!(
+            m.add_account("u0@example.test", "x").await,
+            Err(StoreError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            m.add_account("x@nowhere.test", "x").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            m.remove_domain("example.test").await,
+            Err(StoreError::Invalid(_))
+        ));
+        m.remove_account("u0@example.test").await.unwrap();
+        m.remove_domain("example.test").await.unwrap();
+        assert!(m.list_domains().await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    drop(Store::open(&StoreUrl::Sqlite(path.clone())).await.unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE schema_version SET version = 999", [])
+        .unwrap();
+    drop(conn);
+    match Store::open(&StoreUrl::Sqlite(path)).await {
+        Err(StoreError::SchemaTooNew { found: 999, .. }) => {}
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("opened a store with a newer schema"),
+    }
+}
