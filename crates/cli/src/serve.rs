@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -78,10 +79,9 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let url: StoreUrl = config.store_url().parse()?;
-    let store = Store::open(&url)
-        .await
-        .with_context(|| format!("opening store {url}"))?;
+    let store = open_store(&url).await?;
     tracing::info!(store = %url, "store open");
+    tokio::spawn(maintenance(store.clone()));
     let tls = tls::server_config(
         config.tls.cert.as_deref(),
         config.tls.key.as_deref(),
@@ -113,6 +113,38 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         task.abort();
     }
     Ok(())
+}
+
+/// Opens the store, waiting as long as it takes while it is unreachable: a node that restarts
+/// during a database failover must come up when the database does, without a human.
+async fn open_store(url: &StoreUrl) -> anyhow::Result<Arc<Store>> {
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match Store::open(url).await {
+            Ok(store) => return Ok(store),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(store = %url, error = %e, "store unreachable; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening store {url}")),
+        }
+    }
+}
+
+/// Periodic housekeeping.
+async fn maintenance(store: Arc<Store>) {
+    const DELIVERY_ID_LIFETIME: i64 = 7 * 24 * 3600;
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let before = trimaran_core::store::now_unix() - DELIVERY_ID_LIFETIME;
+        match store.meta().prune_delivery_ids(before).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "pruned old delivery ids"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning delivery ids failed"),
+        }
+    }
 }
 
 fn init_logging() {

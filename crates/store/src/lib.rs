@@ -69,6 +69,10 @@ pub trait MetaStore: Send + Sync {
 
     async fn queue_list(&self) -> Result<Vec<QueueRecord>>;
 
+    /// Forgets delivery ids older than `before` (seconds since the epoch); returns how many.
+    /// They only need to outlive the retries of one delivery.
+    async fn prune_delivery_ids(&self, before: i64) -> Result<u64>;
+
     /// Remembers that a body failed verification, so that operators and the scrub see it.
     async fn record_corruption(&self, hash: &BlobHash, detail: &str) -> Result<()>;
 }

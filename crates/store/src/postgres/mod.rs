@@ -712,6 +712,13 @@ impl MetaStore for PostgresStore {
             .collect()
     }
 
+    async fn prune_delivery_ids(&self, before: i64) -> Result<u64> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM deliveries WHERE created < $1", &[&before])
+            .await
+            .map_err(map_err)
+    }
+
     async fn record_corruption(&self, hash: &BlobHash, detail: &str) -> Result<()> {
         let c = self.client().await?;
         c.execute(

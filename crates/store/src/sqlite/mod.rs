@@ -762,6 +762,15 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn prune_delivery_ids(&self, before: i64) -> Result<u64> {
+        self.write(move |c| {
+            c.execute("DELETE FROM deliveries WHERE created < ?1", [before])
+                .map(|n| n as u64)
+                .map_err(map_err)
+        })
+        .await
+    }
+
     async fn record_corruption(&self, hash: &BlobHash, detail: &str) -> Result<()> {
         let hash = hash.to_hex();
         let detail = detail.to_string();
