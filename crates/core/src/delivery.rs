@@ -120,7 +120,9 @@ pub fn new_delivery_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// Runs `op` until it succeeds, fails for good, or `wait` is over. Backs off from 50 ms to 2 s.
+/// Runs `op` until it succeeds, fails for good, or `wait` is over; backs off from 50 ms to 2 s.
+/// Each attempt is itself bounded by the time left, so a store that hangs (a frozen disk, a
+/// partitioned database) still gets a temporary failure in time instead of holding the client.
 pub async fn retry<T, F, Fut>(wait: Duration, mut op: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
@@ -129,7 +131,17 @@ where
     let deadline = Instant::now() + wait;
     let mut pause = Duration::from_millis(50);
     loop {
-        match op().await {
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .max(MIN_ATTEMPT);
+        let outcome = match tokio::time::timeout(budget, op()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "the store did not answer within {:.1} s",
+                budget.as_secs_f64()
+            ))),
+        };
+        match outcome {
             Ok(v) => return Ok(v),
             Err(e) if e.is_retryable() => {
                 let now = Instant::now();
@@ -144,6 +156,9 @@ where
         }
     }
 }
+
+/// Time any one attempt gets, even when the wait is (nearly) over.
+const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
@@ -161,6 +176,18 @@ mod tests {
         assert!(matches!(r, Err(StoreError::Unavailable(_))));
         assert!(started.elapsed() >= Duration::from_millis(300));
         assert!(calls > 2);
+    }
+
+    #[tokio::test]
+    async fn retry_bounds_a_hanging_store() {
+        let started = Instant::now();
+        let r: Result<(), _> = retry(Duration::from_millis(1500), || async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        })
+        .await;
+        assert!(matches!(r, Err(StoreError::Unavailable(_))));
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 
     #[tokio::test]

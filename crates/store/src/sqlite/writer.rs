@@ -18,6 +18,9 @@ use crate::error::{Result, StoreError};
 const MAX_GROUP: usize = 512;
 
 trait Job: Send {
+    /// Whether the caller has stopped waiting (timed out); such a job is not run, so that a
+    /// client told "try again later" does not also find its message delivered.
+    fn abandoned(&self) -> bool;
     /// Runs the job's statements; false when it failed (its savepoint is then rolled back).
     fn run(&mut self, conn: &Connection) -> bool;
     /// Reports the outcome once the group's commit is known.
@@ -35,6 +38,10 @@ where
     F: FnOnce(&Connection) -> Result<R> + Send,
     R: Send,
 {
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
     fn run(&mut self, conn: &Connection) -> bool {
         let work = self.work.take().expect("a job runs once");
         let outcome = work(conn);
@@ -100,6 +107,10 @@ fn run(path: PathBuf, mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>)
                 Ok(job) => group.push(job),
                 Err(_) => break,
             }
+        }
+        group.retain(|job| !job.abandoned());
+        if group.is_empty() {
+            continue;
         }
         let io_trouble = commit_group(&conn, group);
         if io_trouble {
