@@ -108,12 +108,23 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!("every listener is disabled; nothing to serve");
     }
     shutdown_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: no new connections; open transactions may finish");
+    let left = smtp.shut_down(SHUTDOWN_GRACE).await;
+    if left > 0 {
+        // Their clients were not answered, so they still hold the mail and will retry.
+        tracing::warn!(
+            sessions = left,
+            "closing sessions still busy after the grace period"
+        );
+    }
     for task in tasks {
         task.abort();
     }
     Ok(())
 }
+
+/// How long transactions in flight may take to finish when the server is asked to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Opens the store, waiting as long as it takes while it is unreachable: a node that restarts
 /// during a database failover must come up when the database does, without a human.

@@ -13,7 +13,7 @@ pub fn normalize(address: &str) -> Option<String> {
         return None;
     }
     let (local, domain) = address.rsplit_once('@')?;
-    if local.is_empty() || domain.is_empty() || domain.contains('@') && !local.starts_with('"') {
+    if local.is_empty() || domain.is_empty() {
         return None;
     }
     let domain = domain.trim_end_matches('.');

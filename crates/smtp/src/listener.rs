@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use trimaran_core::Core;
 
@@ -59,6 +59,8 @@ pub struct SmtpServer {
     pub memory: Arc<Semaphore>,
     connections: Mutex<HashMap<IpAddr, usize>>,
     total: Semaphore,
+    /// Becomes true when the server is stopping.
+    stopping: watch::Sender<bool>,
 }
 
 /// Holds a connection's place in the per-address count.
@@ -91,7 +93,28 @@ impl SmtpServer {
             memory: Arc::new(Semaphore::new(MESSAGE_MEMORY_KIB)),
             connections: Mutex::new(HashMap::new()),
             total: Semaphore::new(total),
+            stopping: watch::channel(false).0,
         })
+    }
+
+    /// A receiver that sessions watch to learn that the server is stopping.
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Stops the server gently: idle sessions are told 421 and closed at once, sessions in the
+    /// middle of a transaction finish it (its reply included), up to `grace`. Returns the number
+    /// of sessions still open when the grace period ended.
+    pub async fn shut_down(&self, grace: Duration) -> usize {
+        self.stopping.send_replace(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let open = self.core.config.smtp.max_connections - self.total.available_permits();
+            if open == 0 || tokio::time::Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn take_slot(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
@@ -107,11 +130,16 @@ impl SmtpServer {
         })
     }
 
-    /// Accepts connections on `listener` until the task is dropped.
+    /// Accepts connections on `listener` until the server stops.
     pub async fn run(self: Arc<Self>, listener: Listener) {
         let kind = listener.kind;
+        let mut stopping = self.stopping();
         loop {
-            let (tcp, peer) = match listener.socket.accept().await {
+            let accepted = tokio::select! {
+                a = listener.socket.accept() => a,
+                _ = stopping.wait_for(|s| *s) => return,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

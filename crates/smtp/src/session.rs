@@ -111,8 +111,18 @@ impl Session {
         self.reply(greeting);
         let max_line = self.server.core.config.smtp.max_command_line;
         let max_errors = self.server.core.config.smtp.max_errors;
+        let mut stopping = self.server.stopping();
         loop {
-            let flow = match self.conn.read_line(max_line, self.command_timeout()).await {
+            // Between commands is the one safe place to leave: nothing is half done.
+            let read = tokio::select! {
+                r = self.conn.read_line(max_line, self.command_timeout()) => r,
+                _ = stopping.wait_for(|s| *s) => {
+                    let host = self.hostname().to_string();
+                    self.reply(Reply::new(421, "4.3.2", format!("{host} Service shutting down")));
+                    break;
+                }
+            };
+            let flow = match read {
                 Ok(LineEvent::Line(line)) => match parse_command(&line) {
                     Ok(request) => self.dispatch(request).await,
                     Err(reply) => {
