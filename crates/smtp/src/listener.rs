@@ -97,6 +97,11 @@ impl SmtpServer {
         })
     }
 
+    /// Bound on TLS handshakes and on sending replies to a client that does not read them.
+    fn io_timeout(&self) -> Duration {
+        Duration::from_secs(self.core.config.smtp.command_timeout)
+    }
+
     /// A receiver that sessions watch to learn that the server is stopping.
     pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
         self.stopping.subscribe()
@@ -177,7 +182,7 @@ impl SmtpServer {
             let Some(acceptor) = self.tls.clone() else {
                 return;
             };
-            match accept_tls(tcp, acceptor, Duration::from_secs(30)).await {
+            match accept_tls(tcp, acceptor, self.io_timeout()).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -187,7 +192,7 @@ impl SmtpServer {
         } else {
             Stream::Plain(tcp)
         };
-        let conn = Conn::new(stream, peer);
+        let conn = Conn::new(stream, peer, self.io_timeout());
         Session::new(self.clone(), kind, conn).run().await;
     }
 }
@@ -197,7 +202,8 @@ async fn refuse(tcp: TcpStream, kind: ListenerKind, reply: &Reply) {
     if kind == ListenerKind::Submissions {
         return;
     }
-    let mut conn = Conn::new(Stream::Plain(tcp), "0.0.0.0:0".parse().expect("address"));
+    let peer = tcp.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    let mut conn = Conn::new(Stream::Plain(tcp), peer, Duration::from_secs(10));
     conn.reply(reply);
     conn.shutdown().await;
 }

@@ -79,12 +79,15 @@ pub struct Conn {
     out: Vec<u8>,
     pub peer: SocketAddr,
     pub tls: bool,
+    /// Bound on sending replies and on the TLS handshake: a client that stops reading must not
+    /// hold its session (and its memory) forever.
+    io_timeout: Duration,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
 
 impl Conn {
-    pub fn new(stream: Stream, peer: SocketAddr) -> Conn {
+    pub fn new(stream: Stream, peer: SocketAddr, io_timeout: Duration) -> Conn {
         let tls = matches!(stream, Stream::Tls(_));
         Conn {
             stream: Some(stream),
@@ -92,6 +95,7 @@ impl Conn {
             out: Vec::new(),
             peer,
             tls,
+            io_timeout,
         }
     }
 
@@ -112,9 +116,15 @@ impl Conn {
             return Ok(());
         }
         let out = std::mem::take(&mut self.out);
+        let limit = self.io_timeout;
         let stream = self.stream()?;
-        stream.write_all(&out).await?;
-        stream.flush().await
+        let write = async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        };
+        tokio::time::timeout(limit, write)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client is not reading replies"))?
     }
 
     async fn fill(&mut self, timeout: Duration) -> Result<(), ReadError> {
@@ -192,7 +202,9 @@ impl Conn {
         let Some(Stream::Plain(tcp)) = self.stream.take() else {
             return Err(io::Error::other("TLS is already active"));
         };
-        let tls = acceptor.accept(tcp).await?;
+        let tls = tokio::time::timeout(self.io_timeout, acceptor.accept(tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
         self.stream = Some(Stream::Tls(Box::new(tls)));
         self.tls = true;
         Ok(())
