@@ -1,9 +1,9 @@
 //! Password hashing with argon2id (RFC 9106). Hashing is deliberately slow, so it runs on the
 //! blocking pool and never stalls the protocol tasks.
 
-use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use rand_core::OsRng;
 
 /// Longest password accepted: bounds the work an unauthenticated client can ask for.
 pub const MAX_PASSWORD_LEN: usize = 1024;

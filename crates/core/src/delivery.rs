@@ -115,9 +115,28 @@ pub async fn deliver(
     retry(wait, || store.deliver(delivery.clone())).await
 }
 
-/// 128 random bits: unique without coordination between nodes.
-pub fn new_delivery_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+/// The id of one transmission of a message: a hash of its envelope and content.
+///
+/// A reply of 451 can be ambiguous: when the store stalls inside a commit, the bound of G2
+/// makes us answer "try later" although the commit may still complete. The sender then sends
+/// the same bytes to the same recipients again; with this id the store recognises that retry as
+/// already committed and answers 250 without storing a second copy. The id is unique without
+/// coordination between nodes, and a genuinely new message differs at least in its Message-ID
+/// or Date.
+pub fn transmission_id(sender: &str, recipients: &[String], content: &[u8]) -> String {
+    let mut sorted: Vec<&str> = recipients.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut h = blake3::Hasher::new_derive_key("trimaran 2026 delivery id v1");
+    h.update(sender.as_bytes());
+    h.update(&[0]);
+    for r in sorted {
+        h.update(r.as_bytes());
+        h.update(&[0]);
+    }
+    h.update(&(content.len() as u64).to_le_bytes());
+    h.update(content);
+    h.finalize().to_hex()[..32].to_string()
 }
 
 /// Runs `op` until it succeeds, fails for good, or `wait` is over; backs off from 50 ms to 2 s.
@@ -163,6 +182,20 @@ const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transmission_ids() {
+        let to = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let a = transmission_id("s@x", &to(&["a@y", "b@y"]), b"body");
+        assert_eq!(
+            a,
+            transmission_id("s@x", &to(&["b@y", "a@y", "a@y"]), b"body")
+        );
+        assert_ne!(a, transmission_id("s@x", &to(&["a@y"]), b"body"));
+        assert_ne!(a, transmission_id("t@x", &to(&["a@y", "b@y"]), b"body"));
+        assert_ne!(a, transmission_id("s@x", &to(&["a@y", "b@y"]), b"body2"));
+        assert_eq!(a.len(), 32);
+    }
 
     #[tokio::test]
     async fn retry_gives_up_after_the_bound() {

@@ -5,7 +5,7 @@
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
 use trimaran_core::address;
-use trimaran_core::delivery::{deliver, new_delivery_id, prepare};
+use trimaran_core::delivery::{deliver, prepare, transmission_id};
 use trimaran_core::store::{LocalDelivery, NewMessage, OutboundRequest, StoreError};
 
 use crate::reply::{common, Reply};
@@ -16,7 +16,8 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             return self.error(common::bad_sequence("No transaction"));
         };
-        let id = new_delivery_id();
+        let recipients: Vec<String> = tx.recipients.iter().map(|r| r.address.clone()).collect();
+        let id = transmission_id(&tx.sender, &recipients, &content);
         let short_id = id[..16].to_ascii_uppercase();
         let now = OffsetDateTime::now_utc();
 
@@ -92,6 +93,14 @@ impl Session {
         )
         .await
         {
+            Ok(receipt) if receipt.already_committed => {
+                tracing::info!(id = %short_id, peer = %self.conn.peer, "retransmission of a message already accepted");
+                self.reply(Reply::new(
+                    250,
+                    "2.0.0",
+                    format!("Ok: queued as {short_id}"),
+                ));
+            }
             Ok(receipt) => {
                 tracing::info!(
                     id = %short_id,

@@ -140,6 +140,10 @@ fn commit_group(conn: &Connection, group: Vec<Box<dyn Job>>) -> bool {
     let mut abort: Option<StoreError> = None;
     let mut pending = group.into_iter();
     for mut job in pending.by_ref() {
+        // BEGIN itself may have waited on a stalled disk while the caller gave up.
+        if job.abandoned() {
+            continue;
+        }
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
             abort = Some(map_err(e));
             job.finish(Err(abort.clone().expect("just set")));
