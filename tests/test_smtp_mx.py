@@ -265,3 +265,19 @@ def test_alias_loop_and_fan_out(make_server):
         s.sendmail("x@elsewhere.test", ["team@example.test"], b"Subject: team\r\n\r\nhi\r\n")
     assert len(server.mail_list("alice@example.test")) == 1
     assert len(server.mail_list("bob@example.test")) == 1
+
+
+def test_connection_limit_and_idle_timeout(make_server, tmp_path):
+    config = tmp_path / "limits.toml"
+    config.write_text("[smtp]\nmax_connections_per_ip = 3\ncommand_timeout = 2\n")
+    server = make_server("--config", str(config))
+    held = [Wire(server.smtp_port) for _ in range(3)]
+    assert all(w.greeting[0] == 220 for w in held)
+    extra = Wire(server.smtp_port)
+    assert extra.greeting[0] == 421 and extra.greeting[1][0].startswith("4.7.0")
+    # An idle client is dropped after the command timeout, with a 421.
+    code, text = held[0].reply()
+    assert code == 421 and text[0].startswith("4.4.2")
+    for w in held:
+        w.close()
+    assert Wire(server.smtp_port).cmd("NOOP")[0] == 250
