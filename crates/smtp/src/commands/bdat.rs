@@ -3,7 +3,6 @@
 use crate::parser::data::MessageSink;
 use crate::reply::{common, Reply};
 use crate::session::{Flow, Session};
-use crate::stream::ReadError;
 
 use super::data::overflow_reply;
 
@@ -27,22 +26,12 @@ impl Session {
                 self.server.memory.clone(),
             ),
         };
-        match self
+        if let Err(e) = self
             .conn
             .read_chunk(size, &mut sink, self.data_timeout())
             .await
         {
-            Ok(()) => {}
-            Err(ReadError::TimedOut) => {
-                self.tx = None;
-                self.reply(Reply::new(
-                    421,
-                    "4.4.2",
-                    "Timeout waiting for data, closing connection",
-                ));
-                return Flow::Close;
-            }
-            Err(_) => return Flow::Close,
+            return self.content_read_failed(e);
         }
         if let Some(reply) = refusal {
             self.error(reply);
@@ -66,13 +55,7 @@ impl Session {
             ));
             return Flow::Continue;
         }
-        match sink.finish() {
-            Ok((content, _memory)) => self.finish(content).await,
-            Err(overflow) => {
-                self.tx = None;
-                self.reply(overflow_reply(overflow));
-            }
-        }
+        self.complete(sink).await;
         Flow::Continue
     }
 }

@@ -32,28 +32,39 @@ impl Session {
         ));
         let config = &self.server.core.config.smtp;
         let mut sink = MessageSink::new(config.max_message_size, self.server.memory.clone());
-        match self.conn.read_data(&mut sink, self.data_timeout()).await {
-            Ok(()) => {}
-            Err(ReadError::TimedOut) => {
-                self.tx = None;
-                self.reply(Reply::new(
-                    421,
-                    "4.4.2",
-                    "Timeout waiting for data, closing connection",
-                ));
-                return Flow::Close;
-            }
-            // Disconnected mid-DATA: the transaction dies with the connection, nothing stored.
-            Err(_) => return Flow::Close,
+        if let Err(e) = self.conn.read_data(&mut sink, self.data_timeout()).await {
+            return self.content_read_failed(e);
         }
+        self.complete(sink).await;
+        Flow::Continue
+    }
+}
+
+impl Session {
+    /// The connection failed while message content was arriving. The transaction dies with it:
+    /// nothing of it was acknowledged, so nothing of it is stored.
+    pub(super) fn content_read_failed(&mut self, e: ReadError) -> Flow {
+        self.tx = None;
+        if let ReadError::TimedOut = e {
+            self.reply(Reply::new(
+                421,
+                "4.4.2",
+                "Timeout waiting for data, closing connection",
+            ));
+        }
+        Flow::Close
+    }
+
+    /// All content is in: store it, or say why it was not kept.
+    pub(super) async fn complete(&mut self, sink: MessageSink) {
         match sink.finish() {
+            // The memory grant is held until the message is committed.
             Ok((content, _memory)) => self.finish(content).await,
             Err(overflow) => {
                 self.tx = None;
                 self.reply(overflow_reply(overflow));
             }
         }
-        Flow::Continue
     }
 }
 

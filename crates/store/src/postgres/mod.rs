@@ -106,6 +106,13 @@ impl PostgresStore {
         self.pool.get().await.map_err(pool_err)
     }
 
+    /// The first column of a parameterless query, as strings.
+    async fn strings(&self, sql: &str) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows = c.query(sql, &[]).await.map_err(map_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn migrate(&self) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
@@ -424,12 +431,7 @@ impl MetaStore for PostgresStore {
     }
 
     async fn list_domains(&self) -> Result<Vec<String>> {
-        let c = self.client().await?;
-        let rows = c
-            .query("SELECT name FROM domains ORDER BY name", &[])
-            .await
-            .map_err(map_err)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        self.strings("SELECT name FROM domains ORDER BY name").await
     }
 
     async fn domain_exists(&self, name: &str) -> Result<bool> {
@@ -487,12 +489,8 @@ impl MetaStore for PostgresStore {
     }
 
     async fn list_accounts(&self) -> Result<Vec<String>> {
-        let c = self.client().await?;
-        let rows = c
-            .query("SELECT address FROM accounts ORDER BY address", &[])
+        self.strings("SELECT address FROM accounts ORDER BY address")
             .await
-            .map_err(map_err)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn set_password(&self, address: &str, password_hash: &str) -> Result<()> {

@@ -125,6 +125,17 @@ impl SqliteStore {
         .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?
     }
 
+    /// The first column of a parameterless query, as strings.
+    async fn strings(&self, sql: &'static str) -> Result<Vec<String>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(sql).map_err(map_err)?;
+            let rows = st.query_map([], |r| r.get(0)).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(map_err)
+        })
+        .await
+    }
+
     async fn write<F, R>(&self, work: F) -> Result<R>
     where
         F: FnOnce(&Connection) -> Result<R> + Send + 'static,
@@ -429,15 +440,7 @@ impl MetaStore for SqliteStore {
     }
 
     async fn list_domains(&self) -> Result<Vec<String>> {
-        self.read(|c| {
-            let mut st = c
-                .prepare("SELECT name FROM domains ORDER BY name")
-                .map_err(map_err)?;
-            let rows = st.query_map([], |r| r.get(0)).map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<String>>>()
-                .map_err(map_err)
-        })
-        .await
+        self.strings("SELECT name FROM domains ORDER BY name").await
     }
 
     async fn domain_exists(&self, name: &str) -> Result<bool> {
@@ -497,15 +500,8 @@ impl MetaStore for SqliteStore {
     }
 
     async fn list_accounts(&self) -> Result<Vec<String>> {
-        self.read(|c| {
-            let mut st = c
-                .prepare("SELECT address FROM accounts ORDER BY address")
-                .map_err(map_err)?;
-            let rows = st.query_map([], |r| r.get(0)).map_err(map_err)?;
-            rows.collect::<rusqlite::Result<Vec<String>>>()
-                .map_err(map_err)
-        })
-        .await
+        self.strings("SELECT address FROM accounts ORDER BY address")
+            .await
     }
 
     async fn set_password(&self, address: &str, password_hash: &str) -> Result<()> {
