@@ -22,7 +22,13 @@ use writer::Writer;
 pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Readers>,
+    /// Bounds concurrent reads: past a few, more connections only add contention, and a burst
+    /// of lookups must not open a connection per blocking thread.
+    read_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Reads running at once.
+const MAX_CONCURRENT_READS: usize = 16;
 
 struct Readers {
     path: PathBuf,
@@ -30,7 +36,7 @@ struct Readers {
 }
 
 /// Idle read connections kept open.
-const MAX_IDLE_READERS: usize = 8;
+const MAX_IDLE_READERS: usize = MAX_CONCURRENT_READS;
 
 impl Readers {
     fn take(&self) -> Result<Connection> {
@@ -106,6 +112,7 @@ impl SqliteStore {
                 path,
                 idle: Mutex::new(Vec::new()),
             }),
+            read_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_READS)),
         })
     }
 
@@ -115,7 +122,14 @@ impl SqliteStore {
         R: Send + 'static,
     {
         let readers = self.readers.clone();
+        let slot = self
+            .read_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Internal("reader slots closed".into()))?;
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let conn = readers.take()?;
             let out = work(&conn);
             readers.give_back(conn);
