@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod message;
+pub mod net;
 pub mod tls;
 
 use std::sync::Arc;

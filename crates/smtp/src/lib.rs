@@ -9,6 +9,5 @@ pub mod listener;
 pub mod parser;
 pub mod reply;
 mod session;
-mod stream;
 
 pub use listener::{Listener, ListenerKind, SmtpServer};

@@ -1,19 +1,18 @@
-//! Accepting connections: per-address and total connection limits, implicit TLS, and one task
-//! per session.
+//! Accepting SMTP connections: admission through the shared gate, implicit TLS, one task per
+//! session.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use trimaran_core::net::{accept_tls, Conn, Gate, Refusal, Stream};
 use trimaran_core::Core;
 
 use crate::reply::Reply;
 use crate::session::Session;
-use crate::stream::{accept_tls, Conn, Stream};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListenerKind {
@@ -57,28 +56,7 @@ pub struct SmtpServer {
     pub tls: Option<Arc<TlsAcceptor>>,
     /// KiB of message content that may be held in memory at once, across all sessions.
     pub memory: Arc<Semaphore>,
-    connections: Mutex<HashMap<IpAddr, usize>>,
-    total: Semaphore,
-    /// Becomes true when the server is stopping.
-    stopping: watch::Sender<bool>,
-}
-
-/// Holds a connection's place in the per-address count.
-struct Slot {
-    server: Arc<SmtpServer>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut map = self.server.connections.lock().expect("connection map");
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
+    pub gate: Arc<Gate>,
 }
 
 /// KiB of message content held in memory at once by all sessions together.
@@ -86,14 +64,13 @@ const MESSAGE_MEMORY_KIB: usize = 1024 * 1024;
 
 impl SmtpServer {
     pub fn new(core: Arc<Core>, tls: Option<Arc<rustls::ServerConfig>>) -> Arc<SmtpServer> {
-        let total = core.config.smtp.max_connections;
+        let limits = &core.config.smtp;
+        let gate = Gate::new(limits.max_connections_per_ip, limits.max_connections);
         Arc::new(SmtpServer {
             core,
             tls: tls.map(|c| Arc::new(TlsAcceptor::from(c))),
             memory: Arc::new(Semaphore::new(MESSAGE_MEMORY_KIB)),
-            connections: Mutex::new(HashMap::new()),
-            total: Semaphore::new(total),
-            stopping: watch::channel(false).0,
+            gate,
         })
     }
 
@@ -102,43 +79,15 @@ impl SmtpServer {
         Duration::from_secs(self.core.config.smtp.command_timeout)
     }
 
-    /// A receiver that sessions watch to learn that the server is stopping.
-    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
-        self.stopping.subscribe()
-    }
-
-    /// Stops the server gently: idle sessions are told 421 and closed at once, sessions in the
-    /// middle of a transaction finish it (its reply included), up to `grace`. Returns the number
-    /// of sessions still open when the grace period ended.
+    /// Stops gently; see [`Gate::shut_down`].
     pub async fn shut_down(&self, grace: Duration) -> usize {
-        self.stopping.send_replace(true);
-        let deadline = tokio::time::Instant::now() + grace;
-        loop {
-            let open = self.core.config.smtp.max_connections - self.total.available_permits();
-            if open == 0 || tokio::time::Instant::now() >= deadline {
-                return open;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn take_slot(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        let mut map = self.connections.lock().expect("connection map");
-        let n = map.entry(ip).or_insert(0);
-        if *n >= self.core.config.smtp.max_connections_per_ip {
-            return None;
-        }
-        *n += 1;
-        Some(Slot {
-            server: self.clone(),
-            ip,
-        })
+        self.gate.shut_down(grace).await
     }
 
     /// Accepts connections on `listener` until the server stops.
     pub async fn run(self: Arc<Self>, listener: Listener) {
         let kind = listener.kind;
-        let mut stopping = self.stopping();
+        let mut stopping = self.gate.stopping();
         loop {
             let accepted = tokio::select! {
                 a = listener.socket.accept() => a,
@@ -160,23 +109,16 @@ impl SmtpServer {
 
     async fn handle(self: Arc<Self>, kind: ListenerKind, tcp: TcpStream, peer: SocketAddr) {
         let _ = tcp.set_nodelay(true);
-        let Ok(_total) = self.total.try_acquire() else {
-            refuse(
-                tcp,
-                kind,
-                &Reply::new(421, "4.3.2", "Too many connections, try again later"),
-            )
-            .await;
-            return;
-        };
-        let Some(_slot) = self.take_slot(peer.ip()) else {
-            refuse(
-                tcp,
-                kind,
-                &Reply::new(421, "4.7.0", "Too many connections from your address"),
-            )
-            .await;
-            return;
+        let _pass = match self.gate.admit(peer.ip()) {
+            Ok(pass) => pass,
+            Err(Refusal::Busy) => {
+                let r = Reply::new(421, "4.3.2", "Too many connections, try again later");
+                return refuse(tcp, kind, &r).await;
+            }
+            Err(Refusal::TooManyFromAddress) => {
+                let r = Reply::new(421, "4.7.0", "Too many connections from your address");
+                return refuse(tcp, kind, &r).await;
+            }
         };
         let stream = if kind == ListenerKind::Submissions {
             let Some(acceptor) = self.tls.clone() else {
@@ -204,6 +146,6 @@ async fn refuse(tcp: TcpStream, kind: ListenerKind, reply: &Reply) {
     }
     let peer = tcp.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     let mut conn = Conn::new(Stream::Plain(tcp), peer, Duration::from_secs(10));
-    conn.reply(reply);
+    reply.encode(conn.out());
     conn.shutdown().await;
 }

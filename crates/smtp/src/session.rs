@@ -11,7 +11,7 @@ use crate::listener::{ListenerKind, SmtpServer};
 use crate::parser::data::MessageSink;
 use crate::parser::parse_command;
 use crate::reply::Reply;
-use crate::stream::{Conn, LineEvent, ReadError};
+use trimaran_core::net::{Conn, LineEvent, ReadError};
 
 pub(crate) enum Flow {
     Continue,
@@ -97,7 +97,7 @@ impl Session {
     }
 
     pub fn reply(&mut self, reply: Reply) {
-        self.conn.reply(&reply);
+        reply.encode(self.conn.out());
     }
 
     /// Replies with a client error and counts it toward the limit.
@@ -111,7 +111,7 @@ impl Session {
         self.reply(greeting);
         let max_line = self.server.core.config.smtp.max_command_line;
         let max_errors = self.server.core.config.smtp.max_errors;
-        let mut stopping = self.server.stopping();
+        let mut stopping = self.server.gate.stopping();
         loop {
             // Between commands is the one safe place to leave: nothing is half done.
             let read = tokio::select! {

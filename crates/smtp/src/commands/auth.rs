@@ -12,7 +12,7 @@ use trimaran_core::delivery::retry;
 
 use crate::reply::{common, Reply};
 use crate::session::{Authenticated, Flow, Session};
-use crate::stream::LineEvent;
+use trimaran_core::net::LineEvent;
 
 enum Step {
     Reply(Reply),

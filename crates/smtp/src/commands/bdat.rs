@@ -1,6 +1,6 @@
 //! BDAT (RFC 3030): message content in counted chunks, the only way to send BINARYMIME.
 
-use crate::parser::data::MessageSink;
+use crate::parser::data::{read_chunk, MessageSink};
 use crate::reply::{common, Reply};
 use crate::session::{Flow, Session};
 
@@ -26,11 +26,8 @@ impl Session {
                 self.server.memory.clone(),
             ),
         };
-        if let Err(e) = self
-            .conn
-            .read_chunk(size, &mut sink, self.data_timeout())
-            .await
-        {
+        let timeout = self.data_timeout();
+        if let Err(e) = read_chunk(&mut self.conn, size, &mut sink, timeout).await {
             return self.content_read_failed(e);
         }
         if let Some(reply) = refusal {

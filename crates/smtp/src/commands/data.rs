@@ -1,9 +1,9 @@
 //! DATA (RFC 5321 §4.1.1.4).
 
-use crate::parser::data::{MessageSink, Overflow};
+use crate::parser::data::{read_data, MessageSink, Overflow};
 use crate::reply::{common, Reply};
 use crate::session::{Body, Flow, Session};
-use crate::stream::ReadError;
+use trimaran_core::net::ReadError;
 
 impl Session {
     pub(crate) async fn data(&mut self) -> Flow {
@@ -32,7 +32,8 @@ impl Session {
         ));
         let config = &self.server.core.config.smtp;
         let mut sink = MessageSink::new(config.max_message_size, self.server.memory.clone());
-        if let Err(e) = self.conn.read_data(&mut sink, self.data_timeout()).await {
+        let timeout = self.data_timeout();
+        if let Err(e) = read_data(&mut self.conn, &mut sink, timeout).await {
             return self.content_read_failed(e);
         }
         self.complete(sink).await;

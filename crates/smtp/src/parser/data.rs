@@ -5,8 +5,10 @@
 //! cannot end a message early: that difference between servers is what SMTP smuggling abuses.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use trimaran_core::net::{Conn, ReadError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -192,6 +194,43 @@ impl MessageSink {
             Some(why) => Err(why),
             None => Ok((self.data, self.granted)),
         }
+    }
+}
+
+/// Reads DATA content up to and including the terminating "." line.
+pub async fn read_data(
+    conn: &mut Conn,
+    sink: &mut MessageSink,
+    timeout: Duration,
+) -> Result<(), ReadError> {
+    let mut decoder = DataDecoder::default();
+    loop {
+        let (used, done) = decoder.feed(conn.pending(), sink);
+        conn.consume(used);
+        if done {
+            return Ok(());
+        }
+        conn.fill(timeout).await?;
+    }
+}
+
+/// Reads exactly `n` bytes of a BDAT chunk into `sink`.
+pub async fn read_chunk(
+    conn: &mut Conn,
+    mut n: usize,
+    sink: &mut MessageSink,
+    timeout: Duration,
+) -> Result<(), ReadError> {
+    loop {
+        let pending = conn.pending();
+        let take = pending.len().min(n);
+        sink.push(&pending[..take]);
+        conn.consume(take);
+        n -= take;
+        if n == 0 {
+            return Ok(());
+        }
+        conn.fill(timeout).await?;
     }
 }
 

@@ -3,7 +3,6 @@
 //! over buffers, apart from the network, so that they can be tested byte by byte.
 
 pub mod data;
-pub mod line;
 
 use smtp_proto::{Error as ProtoError, Request};
 

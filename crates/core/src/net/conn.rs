@@ -1,4 +1,5 @@
-//! A client connection, plain or TLS, with the buffered reading the session needs.
+//! A client connection, plain or TLS, with bounded line reading, buffered replies and timeouts:
+//! what every line-based protocol front end (SMTP, POP3, IMAP) needs.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,9 +13,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::parser::data::{DataDecoder, MessageSink};
-use crate::parser::line::{Framed, InBuf};
-use crate::reply::Reply;
+use super::line::{Framed, InBuf};
 
 pub enum Stream {
     Plain(TcpStream),
@@ -105,10 +104,25 @@ impl Conn {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "connection gone"))
     }
 
-    /// Queues a reply; it is sent at the next flush (RFC 2920: replies to pipelined commands
-    /// may be sent together, but must be before waiting for more input).
-    pub fn reply(&mut self, reply: &Reply) {
-        reply.encode(&mut self.out);
+    /// Queues bytes for the client; they are sent at the next flush, which happens at the latest
+    /// before waiting for more input (so pipelined commands get their replies together, as
+    /// RFC 2920 and RFC 2449 allow, and nobody waits on a reply we hold back).
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Buffer for building replies in place.
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// Input received and not consumed yet.
+    pub fn pending(&self) -> &[u8] {
+        self.inbuf.pending()
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.inbuf.consume(n)
     }
 
     pub async fn flush(&mut self) -> io::Result<()> {
@@ -127,7 +141,8 @@ impl Conn {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client is not reading replies"))?
     }
 
-    async fn fill(&mut self, timeout: Duration) -> Result<(), ReadError> {
+    /// Reads more input (after sending any queued replies).
+    pub async fn fill(&mut self, timeout: Duration) -> Result<(), ReadError> {
         // Never block on the client while replies are unsent (RFC 2920 §3.1).
         self.flush().await.map_err(ReadError::Io)?;
         let mut chunk = [0u8; READ_CHUNK];
@@ -157,45 +172,9 @@ impl Conn {
         }
     }
 
-    /// Reads DATA content up to and including the terminating "." line.
-    pub async fn read_data(
-        &mut self,
-        sink: &mut MessageSink,
-        timeout: Duration,
-    ) -> Result<(), ReadError> {
-        let mut decoder = DataDecoder::default();
-        loop {
-            let (used, done) = decoder.feed(self.inbuf.pending(), sink);
-            self.inbuf.consume(used);
-            if done {
-                return Ok(());
-            }
-            self.fill(timeout).await?;
-        }
-    }
-
-    /// Reads exactly `n` bytes of a BDAT chunk into `sink`.
-    pub async fn read_chunk(
-        &mut self,
-        mut n: usize,
-        sink: &mut MessageSink,
-        timeout: Duration,
-    ) -> Result<(), ReadError> {
-        loop {
-            let pending = self.inbuf.pending();
-            let take = pending.len().min(n);
-            sink.push(&pending[..take]);
-            self.inbuf.consume(take);
-            n -= take;
-            if n == 0 {
-                return Ok(());
-            }
-            self.fill(timeout).await?;
-        }
-    }
-
-    /// Upgrades to TLS (RFC 3207). Anything the client pipelined after STARTTLS is discarded:
-    /// it was sent in clear text and must not be executed inside the TLS session (§4.2).
+    /// Upgrades to TLS (SMTP STARTTLS, RFC 3207; POP3 STLS, RFC 2595; IMAP STARTTLS). Anything
+    /// the client pipelined after the command is discarded: it was sent in clear text and must
+    /// not be executed inside the TLS session (RFC 3207 §4.2, RFC 2595 §3.1).
     pub async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
         self.flush().await?;
         self.inbuf.clear();

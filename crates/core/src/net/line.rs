@@ -1,5 +1,5 @@
 //! Command-line framing with a hard length bound: a client that never sends LF cannot make us
-//! buffer more than the bound (RFC 5321 §4.5.3.1.4 sets 512 octets; we allow more for extensions).
+//! buffer more than the bound.
 
 /// Bytes read from the client and not yet consumed.
 #[derive(Default)]
