@@ -50,6 +50,31 @@ pub fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_password("not a real account").unwrap_or_default())
 }
 
+/// Checks `user`/`password` against the store, waiting out a store outage up to `wait`.
+/// Unknown users cost the same argon2 work as known ones, so timing does not reveal which
+/// accounts exist. `Ok(None)`: wrong credentials; `Err`: the store failed (a temporary answer).
+pub async fn authenticate(
+    store: &trimaran_store::Store,
+    wait: std::time::Duration,
+    user: &str,
+    password: Vec<u8>,
+) -> Result<Option<trimaran_store::AccountRecord>, trimaran_store::StoreError> {
+    let account = match crate::address::normalize(user) {
+        Some(addr) => {
+            crate::delivery::retry(wait, || store.meta().account_by_address(&addr)).await?
+        }
+        None => None,
+    };
+    let hash = account
+        .as_ref()
+        .map(|a| a.password_hash.clone())
+        .unwrap_or_else(|| dummy_hash().to_string());
+    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    Ok(account.filter(|_| ok))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

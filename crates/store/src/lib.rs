@@ -67,6 +67,11 @@ pub trait MetaStore: Send + Sync {
     ) -> Result<Option<MessageRecord>>;
     async fn message_meta(&self, hash: &BlobHash) -> Result<Option<MessageMeta>>;
 
+    /// Removes messages from a mailbox (POP3 DELE at QUIT, IMAP EXPUNGE) in one transaction:
+    /// one MODSEQ for the operation, one `expunge` change per message. UIDs already gone are
+    /// skipped, so a concurrent removal is not an error. Returns how many were removed.
+    async fn expunge(&self, account: AccountId, mailbox: &str, uids: &[u32]) -> Result<u64>;
+
     async fn queue_list(&self) -> Result<Vec<QueueRecord>>;
 
     /// Forgets delivery ids older than `before` (seconds since the epoch); returns how many.

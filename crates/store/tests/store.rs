@@ -269,3 +269,57 @@ async fn a_newer_schema_is_refused() {
         Ok(_) => panic!("opened a store with a newer schema"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expunge_removes_logs_and_tolerates_repeats() {
+    for (name, store, _dir) in stores().await {
+        let ids = setup(&store, 1).await;
+        for i in 0..3 {
+            store
+                .deliver(local(
+                    &format!("e{i}"),
+                    message(&format!("m{i}")),
+                    ids.clone(),
+                ))
+                .await
+                .unwrap();
+        }
+        let before = store.meta().mailboxes(ids[0]).await.unwrap();
+        let before = before
+            .iter()
+            .find(|m| m.name == INBOX)
+            .unwrap()
+            .highestmodseq;
+        assert_eq!(
+            store
+                .meta()
+                .expunge(ids[0], INBOX, &[1, 3, 99])
+                .await
+                .unwrap(),
+            2,
+            "{name}"
+        );
+        assert_eq!(
+            store.meta().expunge(ids[0], INBOX, &[1]).await.unwrap(),
+            0,
+            "{name}"
+        );
+        let left: Vec<u32> = store
+            .meta()
+            .list_messages(ids[0], Some(INBOX))
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.uid)
+            .collect();
+        assert_eq!(left, vec![2], "{name}");
+        let after = store.meta().mailboxes(ids[0]).await.unwrap();
+        let inbox = after.iter().find(|m| m.name == INBOX).unwrap();
+        assert_eq!(inbox.highestmodseq, before + 1, "{name}");
+        assert_eq!(inbox.uidnext, 4, "UIDs are never reused ({name})");
+        assert!(matches!(
+            store.meta().expunge(ids[0], "Nope", &[2]).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}

@@ -6,9 +6,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
-use trimaran_core::address;
-use trimaran_core::auth::{dummy_hash, verify_password};
-use trimaran_core::delivery::retry;
+use trimaran_core::auth::authenticate;
 
 use crate::reply::{common, Reply};
 use crate::session::{Authenticated, Flow, Session};
@@ -140,34 +138,18 @@ impl Session {
     }
 
     async fn check_credentials(&mut self, user: String, password: Vec<u8>) -> Flow {
-        let store = &self.server.core.store;
-        let account = match address::normalize(&user) {
-            Some(addr) => {
-                match retry(self.server.core.config.store_wait(), || {
-                    store.meta().account_by_address(&addr)
-                })
-                .await
-                {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "account lookup for AUTH failed");
-                        self.reply(Reply::new(454, "4.7.0", "Temporary authentication failure"));
-                        return Flow::Continue;
-                    }
+        let core = &self.server.core;
+        let account =
+            match authenticate(&core.store, core.config.store_wait(), &user, password).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "account lookup for AUTH failed");
+                    self.reply(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+                    return Flow::Continue;
                 }
-            }
-            None => None,
-        };
-        // Verify against a dummy hash for unknown users so timing does not reveal who exists.
-        let hash = account
-            .as_ref()
-            .map(|a| a.password_hash.clone())
-            .unwrap_or_else(|| dummy_hash().to_string());
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
+            };
         match account {
-            Some(a) if ok => {
+            Some(a) => {
                 tracing::info!(peer = %self.conn.peer, user = %a.address, "authenticated");
                 self.auth = Some(Authenticated {
                     account: a.id,

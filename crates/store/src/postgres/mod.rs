@@ -679,6 +679,57 @@ impl MetaStore for PostgresStore {
         .transpose()
     }
 
+    async fn expunge(&self, account: AccountId, mailbox: &str, uids: &[u32]) -> Result<u64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let mailbox_id: MailboxId = tx
+            .query_opt(
+                "SELECT id FROM mailboxes WHERE account_id = $1 AND name = $2",
+                &[&account, &mailbox],
+            )
+            .await
+            .map_err(map_err)?
+            .map(|r| r.get(0))
+            .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox}")))?;
+        let uids: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
+        let removed: Vec<i64> = tx
+            .query(
+                "DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND uid = ANY($2) RETURNING uid",
+                &[&mailbox_id, &uids],
+            )
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if removed.is_empty() {
+            return Ok(0);
+        }
+        let modseq: i64 = tx
+            .query_one(
+                "UPDATE accounts SET modseq = modseq + 1 WHERE id = $1 RETURNING modseq",
+                &[&account],
+            )
+            .await
+            .map_err(map_err)?
+            .get(0);
+        tx.execute(
+            "UPDATE mailboxes SET highestmodseq = $1 WHERE id = $2",
+            &[&modseq, &mailbox_id],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.execute(
+            "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
+             SELECT $1, $2, 'expunge', $3, u, $4 FROM unnest($5::BIGINT[]) AS u",
+            &[&account, &modseq, &mailbox_id, &now_unix(), &removed],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(removed.len() as u64)
+    }
+
     async fn queue_list(&self) -> Result<Vec<QueueRecord>> {
         let c = self.client().await?;
         let rows = c

@@ -721,6 +721,62 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn expunge(&self, account: AccountId, mailbox: &str, uids: &[u32]) -> Result<u64> {
+        let mailbox = mailbox.to_string();
+        let uids = uids.to_vec();
+        self.write(move |c| {
+            let mailbox_id: MailboxId = c
+                .query_row(
+                    "SELECT id FROM mailboxes WHERE account_id = ?1 AND name = ?2",
+                    params![account, mailbox],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(map_err)?
+                .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox}")))?;
+            let mut removed = Vec::new();
+            for uid in uids {
+                let n = c
+                    .prepare_cached(
+                        "DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2",
+                    )
+                    .and_then(|mut st| st.execute(params![mailbox_id, uid as i64]))
+                    .map_err(map_err)?;
+                if n > 0 {
+                    removed.push(uid);
+                }
+            }
+            if removed.is_empty() {
+                return Ok(0);
+            }
+            let modseq: i64 = c
+                .query_row(
+                    "UPDATE accounts SET modseq = modseq + 1 WHERE id = ?1 RETURNING modseq",
+                    [account],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            c.execute(
+                "UPDATE mailboxes SET highestmodseq = ?1 WHERE id = ?2",
+                params![modseq, mailbox_id],
+            )
+            .map_err(map_err)?;
+            let now = now_unix();
+            for uid in &removed {
+                c.prepare_cached(
+                    "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
+                     VALUES (?1, ?2, 'expunge', ?3, ?4, ?5)",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![account, modseq, mailbox_id, *uid as i64, now])
+                })
+                .map_err(map_err)?;
+            }
+            Ok(removed.len() as u64)
+        })
+        .await
+    }
+
     async fn queue_list(&self) -> Result<Vec<QueueRecord>> {
         self.read(|c| {
             let mut st = c
