@@ -109,6 +109,8 @@ class Server:
         self.smtp_port = free_port()
         self.submission_port = free_port()
         self.submissions_port = free_port()
+        self.pop3_port = free_port()
+        self.pop3s_port = free_port()
         self.extra_args = list(extra_args)
         if backend == "sqlite":
             self.store = f"sqlite:{self.data_dir}/trimaran.db"
@@ -127,6 +129,8 @@ class Server:
              "--smtp", f"127.0.0.1:{self.smtp_port}",
              "--submission", f"127.0.0.1:{self.submission_port}",
              "--submissions", f"127.0.0.1:{self.submissions_port}",
+             "--pop3", f"127.0.0.1:{self.pop3_port}",
+             "--pop3s", f"127.0.0.1:{self.pop3s_port}",
              "--hostname", "mx.trimaran.test", *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_banner(self.smtp_port, timeout, self.proc)

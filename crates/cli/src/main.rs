@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the mail server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Manage the domains this server receives mail for.
     #[command(subcommand)]
     Domain(admin::DomainCommand),
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let config = cli.config()?;
         match cli.command {
-            Command::Serve(args) => serve::run(config, args).await,
+            Command::Serve(args) => serve::run(config, *args).await,
             Command::Domain(c) => admin::domain(config, c).await,
             Command::Account(c) => admin::account(config, c).await,
             Command::Alias(c) => admin::alias(config, c).await,

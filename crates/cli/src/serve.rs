@@ -9,6 +9,8 @@ use clap::Args;
 use trimaran_core::config::{Config, ListenAddr};
 use trimaran_core::store::{Store, StoreUrl};
 use trimaran_core::{tls, Core};
+use trimaran_pop3::listener::Pop3Kind;
+use trimaran_pop3::{Pop3Listener, Pop3Server};
 use trimaran_smtp::{Listener, ListenerKind, SmtpServer};
 
 #[derive(Args)]
@@ -22,6 +24,12 @@ pub struct ServeArgs {
     /// Submission listener with implicit TLS (RFC 8314), or "none" [default: 0.0.0.0:2465]
     #[arg(long, value_name = "ADDR")]
     submissions: Option<ListenAddr>,
+    /// POP3 listener with STLS, or "none" [default: 0.0.0.0:2110]
+    #[arg(long, value_name = "ADDR")]
+    pop3: Option<ListenAddr>,
+    /// POP3 listener with implicit TLS, or "none" [default: 0.0.0.0:2995]
+    #[arg(long, value_name = "ADDR")]
+    pop3s: Option<ListenAddr>,
     /// Host name used in greetings and Received: fields [default: the system's host name]
     #[arg(long, value_name = "NAME")]
     hostname: Option<String>,
@@ -52,6 +60,12 @@ impl ServeArgs {
         }
         if let Some(a) = self.submissions {
             config.listen.submissions = a;
+        }
+        if let Some(a) = self.pop3 {
+            config.listen.pop3 = a;
+        }
+        if let Some(a) = self.pop3s {
+            config.listen.pop3s = a;
         }
         if let Some(h) = self.hostname {
             config.hostname = h;
@@ -93,8 +107,13 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         (ListenerKind::Submission, config.listen.submission),
         (ListenerKind::Submissions, config.listen.submissions),
     ];
+    let pop3_listeners = [
+        (Pop3Kind::Plain, config.listen.pop3),
+        (Pop3Kind::Tls, config.listen.pop3s),
+    ];
     let core = Core::new(store, Arc::new(config));
-    let smtp = SmtpServer::new(core, Some(tls));
+    let smtp = SmtpServer::new(core.clone(), Some(tls.clone()));
+    let pop3 = Pop3Server::new(core, Some(tls));
     let mut tasks = Vec::new();
     for (kind, addr) in listeners {
         let Some(addr) = addr.0 else { continue };
@@ -104,12 +123,24 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(listener = kind.name(), %addr, "listening");
         tasks.push(tokio::spawn(smtp.clone().run(listener)));
     }
+    for (kind, addr) in pop3_listeners {
+        let Some(addr) = addr.0 else { continue };
+        let listener = Pop3Listener::bind(kind, addr)
+            .await
+            .with_context(|| format!("listening for POP3 ({kind:?}) on {addr}"))?;
+        tracing::info!(listener = if kind == Pop3Kind::Tls { "pop3s" } else { "pop3" }, %addr, "listening");
+        tasks.push(tokio::spawn(pop3.clone().run(listener)));
+    }
     if tasks.is_empty() {
         anyhow::bail!("every listener is disabled; nothing to serve");
     }
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; open transactions may finish");
-    let left = smtp.shut_down(SHUTDOWN_GRACE).await;
+    let (smtp_left, pop3_left) = tokio::join!(
+        smtp.shut_down(SHUTDOWN_GRACE),
+        pop3.shut_down(SHUTDOWN_GRACE)
+    );
+    let left = smtp_left + pop3_left;
     if left > 0 {
         // Their clients were not answered, so they still hold the mail and will retry.
         tracing::warn!(

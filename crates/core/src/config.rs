@@ -43,6 +43,10 @@ pub struct Listen {
     pub submission: ListenAddr,
     /// Submission over implicit TLS, RFC 8314.
     pub submissions: ListenAddr,
+    /// POP3 with STLS (RFC 1939, RFC 2595).
+    pub pop3: ListenAddr,
+    /// POP3 over implicit TLS (RFC 8314).
+    pub pop3s: ListenAddr,
 }
 
 impl Default for Listen {
@@ -51,6 +55,8 @@ impl Default for Listen {
             smtp: listen("0.0.0.0:2525"),
             submission: listen("0.0.0.0:2587"),
             submissions: listen("0.0.0.0:2465"),
+            pop3: listen("0.0.0.0:2110"),
+            pop3s: listen("0.0.0.0:2995"),
         }
     }
 }
@@ -105,6 +111,32 @@ impl Default for SmtpLimits {
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
+pub struct Pop3Limits {
+    pub max_connections_per_ip: usize,
+    pub max_connections: usize,
+    /// Seconds of inactivity before the session ends (RFC 1939 §3: at least 10 minutes).
+    pub idle_timeout: u64,
+    /// Longest command line, including CRLF (RFC 2449 §4 allows 255; SASL needs more).
+    pub max_command_line: usize,
+    pub max_errors: usize,
+    pub max_auth_failures: usize,
+}
+
+impl Default for Pop3Limits {
+    fn default() -> Self {
+        Pop3Limits {
+            max_connections_per_ip: 20,
+            max_connections: 1000,
+            idle_timeout: 600,
+            max_command_line: 4096,
+            max_errors: 20,
+            max_auth_failures: 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite:PATH` or `postgres://...`; default `sqlite:<data_dir>/trimaran.db`.
@@ -116,6 +148,7 @@ pub struct Config {
     pub listen: Listen,
     pub tls: TlsFiles,
     pub smtp: SmtpLimits,
+    pub pop3: Pop3Limits,
 }
 
 impl Default for Config {
@@ -128,6 +161,7 @@ impl Default for Config {
             listen: Listen::default(),
             tls: TlsFiles::default(),
             smtp: SmtpLimits::default(),
+            pop3: Pop3Limits::default(),
         }
     }
 }

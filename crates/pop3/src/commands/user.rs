@@ -1,0 +1,105 @@
+//! USER and PASS (RFC 1939 §7), only under TLS. Also what every way of logging in ends with:
+//! checking the credentials, locking the maildrop and numbering its messages.
+
+use std::time::Duration;
+
+use trimaran_core::auth::authenticate;
+use trimaran_core::delivery::retry;
+use trimaran_core::store::{AccountRecord, INBOX};
+
+use crate::session::{Entry, Flow, Maildrop, Session};
+
+impl Session {
+    pub(crate) fn user(&mut self, name: String) {
+        if !self.conn.tls {
+            // RFC 2595 §4 lets a server refuse clear-text passwords; we always do.
+            self.fail("[AUTH] USER/PASS only after STLS");
+            return;
+        }
+        self.user = Some(name);
+        self.ok("Send PASS");
+    }
+
+    pub(crate) async fn pass(&mut self, password: String) -> Flow {
+        let Some(user) = self.user.take() else {
+            self.fail("USER first");
+            return Flow::Continue;
+        };
+        self.login(&user, password.into_bytes()).await
+    }
+
+    /// Checks the credentials and opens the maildrop.
+    pub(crate) async fn login(&mut self, user: &str, password: Vec<u8>) -> Flow {
+        let core = self.server.core.clone();
+        let account =
+            match authenticate(&core.store, core.config.store_wait(), user, password).await {
+                Ok(Some(account)) => account,
+                Ok(None) => return self.login_failed().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "POP3 login: store unavailable");
+                    self.err("[SYS/TEMP] Temporary failure, try again later");
+                    return Flow::Continue;
+                }
+            };
+        self.open_maildrop(account).await;
+        Flow::Continue
+    }
+
+    async fn login_failed(&mut self) -> Flow {
+        self.auth_failures += 1;
+        tracing::info!(peer = %self.conn.peer, failures = self.auth_failures, "POP3 authentication failed");
+        // Each failure costs the client more time, to slow down guessing.
+        tokio::time::sleep(Duration::from_millis(300 * self.auth_failures as u64)).await;
+        if self.auth_failures >= self.server.core.config.pop3.max_auth_failures {
+            self.err("[AUTH] Too many authentication failures");
+            return Flow::Close;
+        }
+        self.fail("[AUTH] Authentication failed");
+        Flow::Continue
+    }
+
+    async fn open_maildrop(&mut self, account: AccountRecord) {
+        let Some(lock) = self.server.lock_maildrop(account.id) else {
+            self.err("[IN-USE] Maildrop is locked by another session");
+            return;
+        };
+        let core = self.server.core.clone();
+        let wait = core.config.store_wait();
+        let meta = core.store.meta();
+        let listed = retry(wait, || meta.list_messages(account.id, Some(INBOX))).await;
+        let inbox = retry(wait, || meta.mailboxes(account.id)).await;
+        let (messages, mailboxes) = match (listed, inbox) {
+            (Ok(m), Ok(b)) => (m, b),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "POP3: cannot open maildrop");
+                self.err("[SYS/TEMP] Cannot open the maildrop now, try again later");
+                return;
+            }
+        };
+        let uidvalidity = mailboxes
+            .iter()
+            .find(|m| m.name == INBOX)
+            .map(|m| m.uidvalidity)
+            .unwrap_or(0);
+        let entries: Vec<Entry> = messages
+            .into_iter()
+            .map(|m| Entry {
+                uid: m.uid,
+                size: m.size,
+                hash: m.hash,
+                deleted: false,
+            })
+            .collect();
+        let octets: u64 = entries.iter().map(|e| e.size).sum();
+        let count = entries.len();
+        tracing::info!(peer = %self.conn.peer, user = %account.address, messages = count, "POP3 login");
+        self.maildrop = Some(Maildrop {
+            account: account.id,
+            address: account.address,
+            uidvalidity,
+            messages: entries,
+            _lock: lock,
+        });
+        self.ok(&format!("Maildrop has {count} messages ({octets} octets)"));
+    }
+}
