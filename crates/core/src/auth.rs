@@ -50,17 +50,35 @@ pub fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_password("not a real account").unwrap_or_default())
 }
 
-/// Checks `user`/`password` against the store, waiting out a store outage up to `wait`.
-/// Unknown users cost the same argon2 work as known ones, so timing does not reveal which
-/// accounts exist. `Ok(None)`: wrong credentials; `Err`: the store failed (a temporary answer).
+/// The outcome of a login attempt.
+#[derive(Debug)]
+pub enum Login {
+    Accepted(trimaran_store::AccountRecord),
+    /// Wrong user name or password.
+    Rejected,
+    /// Too many failures from this client address; the password was not checked.
+    Throttled,
+}
+
+/// Checks `user`/`password` from `client`, through the login throttle, waiting out a store
+/// outage up to the configured bound. Unknown users cost the same argon2 work as known ones, so
+/// timing does not reveal which accounts exist. `Err` is a store failure: a temporary answer.
 pub async fn authenticate(
-    store: &trimaran_store::Store,
-    wait: std::time::Duration,
+    core: &crate::Core,
+    client: std::net::IpAddr,
     user: &str,
     password: Vec<u8>,
-) -> Result<Option<trimaran_store::AccountRecord>, trimaran_store::StoreError> {
+) -> Result<Login, trimaran_store::StoreError> {
+    let name = crate::address::normalize(user).unwrap_or_else(|| user.to_lowercase());
+    let delay = match core.logins.verdict(client, &name) {
+        crate::throttle::Verdict::Refuse => return Ok(Login::Throttled),
+        crate::throttle::Verdict::Check(delay) => delay,
+    };
+    tokio::time::sleep(delay).await;
+    let store = &core.store;
     let account = match crate::address::normalize(user) {
         Some(addr) => {
+            let wait = core.config.store_wait();
             crate::delivery::retry(wait, || store.meta().account_by_address(&addr)).await?
         }
         None => None,
@@ -72,7 +90,16 @@ pub async fn authenticate(
     let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
         .await
         .unwrap_or(false);
-    Ok(account.filter(|_| ok))
+    match account.filter(|_| ok) {
+        Some(account) => {
+            core.logins.succeeded(&name);
+            Ok(Login::Accepted(account))
+        }
+        None => {
+            core.logins.failed(client, &name);
+            Ok(Login::Rejected)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -149,6 +149,8 @@ pub struct Config {
     pub tls: TlsFiles,
     pub smtp: SmtpLimits,
     pub pop3: Pop3Limits,
+    /// Failed-login throttling, for every protocol together.
+    pub login_throttle: crate::throttle::ThrottleConfig,
 }
 
 impl Default for Config {
@@ -162,6 +164,7 @@ impl Default for Config {
             tls: TlsFiles::default(),
             smtp: SmtpLimits::default(),
             pop3: Pop3Limits::default(),
+            login_throttle: crate::throttle::ThrottleConfig::default(),
         }
     }
 }

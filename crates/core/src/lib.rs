@@ -7,6 +7,7 @@ pub mod config;
 pub mod delivery;
 pub mod message;
 pub mod net;
+pub mod throttle;
 pub mod tls;
 
 use std::sync::Arc;
@@ -15,14 +16,21 @@ pub use config::Config;
 pub use trimaran_store as store;
 use trimaran_store::Store;
 
-/// What every front end needs: the store and the configuration.
+/// What every front end needs: the store, the configuration, and state shared across
+/// protocols such as the login throttle.
 pub struct Core {
     pub store: Arc<Store>,
     pub config: Arc<Config>,
+    pub logins: throttle::LoginThrottle,
 }
 
 impl Core {
     pub fn new(store: Arc<Store>, config: Arc<Config>) -> Arc<Core> {
-        Arc::new(Core { store, config })
+        let logins = throttle::LoginThrottle::new(config.login_throttle.clone());
+        Arc::new(Core {
+            store,
+            config,
+            logins,
+        })
     }
 }

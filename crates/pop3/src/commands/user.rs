@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use trimaran_core::auth::authenticate;
+use trimaran_core::auth::{authenticate, Login};
 use trimaran_core::delivery::retry;
 use trimaran_core::store::{AccountRecord, INBOX};
 
@@ -31,16 +31,20 @@ impl Session {
     /// Checks the credentials and opens the maildrop.
     pub(crate) async fn login(&mut self, user: &str, password: Vec<u8>) -> Flow {
         let core = self.server.core.clone();
-        let account =
-            match authenticate(&core.store, core.config.store_wait(), user, password).await {
-                Ok(Some(account)) => account,
-                Ok(None) => return self.login_failed().await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "POP3 login: store unavailable");
-                    self.err("[SYS/TEMP] Temporary failure, try again later");
-                    return Flow::Continue;
-                }
-            };
+        let account = match authenticate(&core, self.conn.peer.ip(), user, password).await {
+            Ok(Login::Accepted(account)) => account,
+            Ok(Login::Rejected) => return self.login_failed().await,
+            Ok(Login::Throttled) => {
+                tracing::info!(peer = %self.conn.peer, "POP3 login refused: too many failed logins from this address");
+                self.err("[AUTH] Too many failed logins, try again later");
+                return Flow::Close;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "POP3 login: store unavailable");
+                self.err("[SYS/TEMP] Temporary failure, try again later");
+                return Flow::Continue;
+            }
+        };
         self.open_maildrop(account).await;
         Flow::Continue
     }

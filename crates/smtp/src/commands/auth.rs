@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
-use trimaran_core::auth::authenticate;
+use trimaran_core::auth::{authenticate, Login};
 
 use crate::reply::{common, Reply};
 use crate::session::{Authenticated, Flow, Session};
@@ -139,15 +139,25 @@ impl Session {
 
     async fn check_credentials(&mut self, user: String, password: Vec<u8>) -> Flow {
         let core = &self.server.core;
-        let account =
-            match authenticate(&core.store, core.config.store_wait(), &user, password).await {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "account lookup for AUTH failed");
-                    self.reply(Reply::new(454, "4.7.0", "Temporary authentication failure"));
-                    return Flow::Continue;
-                }
-            };
+        let account = match authenticate(core, self.conn.peer.ip(), &user, password).await {
+            Ok(Login::Accepted(a)) => Some(a),
+            Ok(Login::Rejected) => None,
+            Ok(Login::Throttled) => {
+                tracing::info!(peer = %self.conn.peer, "AUTH refused: too many failed logins from this address");
+                // RFC 4954 §6: 454 is a temporary failure; the client may try later.
+                self.reply(Reply::new(
+                    454,
+                    "4.7.0",
+                    "Too many failed logins, try again later",
+                ));
+                return Flow::Close;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "account lookup for AUTH failed");
+                self.reply(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+                return Flow::Continue;
+            }
+        };
         match account {
             Some(a) => {
                 tracing::info!(peer = %self.conn.peer, user = %a.address, "authenticated");
