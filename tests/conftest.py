@@ -30,13 +30,14 @@ def make_server(backend, tmp_path, request):
     servers = []
 
     def make(*extra_args, domain="example.test", accounts=("alice@example.test",), start=True,
-             pg_instance=None, data_dir=None):
+             pg_instance=None, data_dir=None, share_store_of=None):
         pg_used = None
         if backend == "postgres":
             pg_used = pg_instance or request.getfixturevalue("pg")
         workdir = tmp_path / f"server{len(servers)}"
         workdir.mkdir()
-        server = Server(backend, workdir, pg=pg_used, extra_args=extra_args, data_dir=data_dir)
+        server = Server(backend, workdir, pg=pg_used, extra_args=extra_args, data_dir=data_dir,
+                        share_store_of=share_store_of)
         servers.append(server)
         if domain:
             server.add_domain(domain)

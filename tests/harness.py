@@ -101,7 +101,7 @@ class Postgres:
 class Server:
     """One `trimaran serve` process with its own data directory and store."""
 
-    def __init__(self, backend, workdir, pg=None, extra_args=(), data_dir=None):
+    def __init__(self, backend, workdir, pg=None, extra_args=(), data_dir=None, share_store_of=None):
         self.backend = backend
         self.pg = pg
         self.data_dir = pathlib.Path(data_dir or workdir / "data")
@@ -112,7 +112,10 @@ class Server:
         self.pop3_port = free_port()
         self.pop3s_port = free_port()
         self.extra_args = list(extra_args)
-        if backend == "sqlite":
+        if share_store_of is not None:
+            # A second process on the same store, as in a cluster.
+            self.store, self.db, self.pg = share_store_of.store, share_store_of.db, share_store_of.pg
+        elif backend == "sqlite":
             self.store = f"sqlite:{self.data_dir}/trimaran.db"
             self.db = None
         else:

@@ -127,6 +127,21 @@ def test_maildrop_is_locked(box):
     login(box).quit()
 
 
+def test_maildrop_lock_holds_across_processes(box, make_server):
+    other = make_server(domain=None, accounts=(), share_store_of=box)
+    first = login(box)
+    with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
+        login(other)
+    first.quit()
+    p = wait_until(lambda: _try_login(other))
+    assert p is not None and p.stat()[0] == 3
+    # A process that dies holding the lock does not keep it forever: the lease lapses.
+    other.kill9()
+    p = wait_until(lambda: _try_login(box), timeout=60, interval=1)
+    assert p is not None
+    p.quit()
+
+
 def test_mail_arriving_during_a_session_does_not_renumber(box):
     p = login(box)
     with smtplib.SMTP("127.0.0.1", box.smtp_port) as s:

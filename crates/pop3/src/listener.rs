@@ -1,14 +1,15 @@
 //! Accepting POP3 connections, and the maildrop locks shared by all sessions of the process.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use trimaran_core::delivery::retry;
 use trimaran_core::net::{accept_tls, Conn, Gate, Stream};
-use trimaran_core::store::AccountId;
+use trimaran_core::store::{now_unix, AccountId, Store, StoreError};
 use trimaran_core::Core;
 
 use crate::session::Session;
@@ -39,23 +40,33 @@ pub struct Pop3Server {
     pub core: Arc<Core>,
     pub tls: Option<Arc<TlsAcceptor>>,
     pub gate: Arc<Gate>,
-    /// Accounts whose maildrop a session holds (RFC 1939 §4: exclusive access).
-    locks: Mutex<HashSet<AccountId>>,
+    sessions: AtomicU64,
 }
 
-/// Holds a maildrop lock; dropping it (at QUIT or when the connection dies) releases it.
+/// How long a maildrop lease lasts unless renewed: how long a maildrop stays locked after the
+/// process holding it died without releasing it.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Exclusive access to a maildrop (RFC 1939 §4) for one session, as a lease in the store so
+/// that it holds across every Trimaran process on the store. Renewed while the session lives;
+/// dropping it (QUIT, or the connection dying) gives it back.
 pub struct MaildropLock {
-    server: Arc<Pop3Server>,
+    store: Arc<Store>,
     account: AccountId,
+    holder: String,
+    renewal: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for MaildropLock {
     fn drop(&mut self) {
-        self.server
-            .locks
-            .lock()
-            .expect("lock set")
-            .remove(&self.account);
+        self.renewal.abort();
+        let (store, account, holder) = (self.store.clone(), self.account, self.holder.clone());
+        // If this fails the lease simply lapses.
+        tokio::spawn(async move {
+            if let Err(e) = store.meta().release_maildrop(account, &holder).await {
+                tracing::warn!(error = %e, account, "releasing a maildrop lease failed");
+            }
+        });
     }
 }
 
@@ -67,16 +78,54 @@ impl Pop3Server {
             core,
             tls: tls.map(|c| Arc::new(TlsAcceptor::from(c))),
             gate,
-            locks: Mutex::new(HashSet::new()),
+            sessions: AtomicU64::new(0),
         })
     }
 
-    pub fn lock_maildrop(self: &Arc<Self>, account: AccountId) -> Option<MaildropLock> {
-        let fresh = self.locks.lock().expect("lock set").insert(account);
-        fresh.then(|| MaildropLock {
-            server: self.clone(),
-            account,
+    /// Takes the maildrop lease for a new session; None when another session holds it.
+    pub async fn lock_maildrop(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<MaildropLock>, StoreError> {
+        let n = self.sessions.fetch_add(1, Ordering::Relaxed);
+        let holder = format!("{}:{}:{n}", self.core.config.hostname, std::process::id());
+        let store = self.core.store.clone();
+        let wait = self.core.config.store_wait();
+        let taken = retry(wait, || {
+            store
+                .meta()
+                .lease_maildrop(account, &holder, now_unix() + LEASE.as_secs() as i64)
         })
+        .await?;
+        if !taken {
+            return Ok(None);
+        }
+        let renewal = tokio::spawn({
+            let (store, holder) = (store.clone(), holder.clone());
+            async move {
+                let mut tick = tokio::time::interval(LEASE / 3);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let until = now_unix() + LEASE.as_secs() as i64;
+                    match store.meta().lease_maildrop(account, &holder, until).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(account, "maildrop lease lost to another session")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, account, "renewing a maildrop lease failed")
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Some(MaildropLock {
+            store,
+            account,
+            holder,
+            renewal,
+        }))
     }
 
     pub fn idle_timeout(&self) -> Duration {

@@ -74,6 +74,12 @@ pub trait MetaStore: Send + Sync {
 
     async fn queue_list(&self) -> Result<Vec<QueueRecord>>;
 
+    /// Takes or renews the exclusive lease on an account's maildrop for `holder` until `until`
+    /// (seconds since the epoch). False when another holder's lease has not expired.
+    async fn lease_maildrop(&self, account: AccountId, holder: &str, until: i64) -> Result<bool>;
+    /// Gives the lease up, if `holder` still has it.
+    async fn release_maildrop(&self, account: AccountId, holder: &str) -> Result<()>;
+
     /// Forgets delivery ids older than `before` (seconds since the epoch); returns how many.
     /// They only need to outlive the retries of one delivery.
     async fn prune_delivery_ids(&self, before: i64) -> Result<u64>;

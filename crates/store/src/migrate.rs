@@ -2,11 +2,22 @@
 //! schema is newer than this binary knows is refused rather than misread.
 
 /// (version, SQL) for SQLite, oldest first.
-pub const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
+pub const SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_initial.sql")),
+    (
+        2,
+        include_str!("../migrations/sqlite/0002_maildrop_leases.sql"),
+    ),
+];
 
 /// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
-pub const POSTGRES: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/postgres/0001_initial.sql"))];
+pub const POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_initial.sql")),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_maildrop_leases.sql"),
+    ),
+];
 
 pub fn latest(migrations: &[(i64, &str)]) -> i64 {
     migrations.last().map(|(v, _)| *v).unwrap_or(0)

@@ -323,3 +323,39 @@ async fn expunge_removes_logs_and_tolerates_repeats() {
         ));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maildrop_leases_are_exclusive_renewable_and_lapse() {
+    for (name, store, _dir) in stores().await {
+        let ids = setup(&store, 1).await;
+        let m = store.meta();
+        let now = now_unix();
+        assert!(
+            m.lease_maildrop(ids[0], "a", now + 30).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !m.lease_maildrop(ids[0], "b", now + 30).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            m.lease_maildrop(ids[0], "a", now + 60).await.unwrap(),
+            "renewal ({name})"
+        );
+        m.release_maildrop(ids[0], "b").await.unwrap();
+        assert!(
+            !m.lease_maildrop(ids[0], "b", now + 30).await.unwrap(),
+            "only the holder releases"
+        );
+        m.release_maildrop(ids[0], "a").await.unwrap();
+        assert!(
+            m.lease_maildrop(ids[0], "b", now - 1).await.unwrap(),
+            "{name}"
+        );
+        // b's lease has lapsed: a dead holder does not keep the maildrop.
+        assert!(
+            m.lease_maildrop(ids[0], "c", now + 30).await.unwrap(),
+            "{name}"
+        );
+    }
+}

@@ -63,9 +63,17 @@ impl Session {
     }
 
     async fn open_maildrop(&mut self, account: AccountRecord) {
-        let Some(lock) = self.server.lock_maildrop(account.id) else {
-            self.err("[IN-USE] Maildrop is locked by another session");
-            return;
+        let lock = match self.server.lock_maildrop(account.id).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                self.err("[IN-USE] Maildrop is locked by another session");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "POP3: cannot lock the maildrop");
+                self.err("[SYS/TEMP] Cannot open the maildrop now, try again later");
+                return;
+            }
         };
         let core = self.server.core.clone();
         let wait = core.config.store_wait();

@@ -768,6 +768,32 @@ impl MetaStore for PostgresStore {
             .map_err(map_err)
     }
 
+    async fn lease_maildrop(&self, account: AccountId, holder: &str, until: i64) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "INSERT INTO maildrop_leases (account_id, holder, expires) VALUES ($1, $2, $3)
+                 ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder,
+                   expires = excluded.expires
+                 WHERE maildrop_leases.holder = excluded.holder OR maildrop_leases.expires < $4",
+                &[&account, &holder, &until, &now_unix()],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(n == 1)
+    }
+
+    async fn release_maildrop(&self, account: AccountId, holder: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM maildrop_leases WHERE account_id = $1 AND holder = $2",
+            &[&account, &holder],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn record_corruption(&self, hash: &BlobHash, detail: &str) -> Result<()> {
         let c = self.client().await?;
         c.execute(

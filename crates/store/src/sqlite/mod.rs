@@ -837,6 +837,36 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn lease_maildrop(&self, account: AccountId, holder: &str, until: i64) -> Result<bool> {
+        let holder = holder.to_string();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO maildrop_leases (account_id, holder, expires) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (account_id) DO UPDATE SET holder = excluded.holder,
+                       expires = excluded.expires
+                     WHERE maildrop_leases.holder = excluded.holder OR maildrop_leases.expires < ?4",
+                    params![account, holder, until, now_unix()],
+                )
+                .map_err(map_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn release_maildrop(&self, account: AccountId, holder: &str) -> Result<()> {
+        let holder = holder.to_string();
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM maildrop_leases WHERE account_id = ?1 AND holder = ?2",
+                params![account, holder],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn record_corruption(&self, hash: &BlobHash, detail: &str) -> Result<()> {
         let hash = hash.to_hex();
         let detail = detail.to_string();
