@@ -210,3 +210,58 @@ mod tests {
         assert_eq!(top(m, 10), &m[..]);
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    //! Whatever a client sends, the parser answers or refuses; it never panics.
+
+    use super::{multiline, parse, top};
+
+    #[test]
+    fn parser_and_encoders_never_panic() {
+        let mut state: u64 = 0x9090;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        const WORDS: &[&str] = &[
+            "USER",
+            "PASS",
+            "LIST",
+            "RETR",
+            "TOP",
+            "UIDL",
+            "DELE",
+            "AUTH",
+            "CAPA",
+            " ",
+            "0",
+            "1",
+            "18446744073709551616",
+            "-1",
+            "\r",
+            "\n",
+            ".",
+            "é",
+            "PLAIN",
+            "=",
+        ];
+        for _ in 0..200_000 {
+            let mut line = String::new();
+            for _ in 0..(next() % 6) {
+                line.push_str(WORDS[(next() % WORDS.len() as u64) as usize]);
+                if next().is_multiple_of(2) {
+                    line.push(' ');
+                }
+            }
+            let _ = parse(&line);
+            let bytes = line.as_bytes();
+            let mut out = Vec::new();
+            multiline(bytes, &mut out);
+            assert!(out.ends_with(b".\r\n"));
+            let _ = top(bytes, (next() % 5) as usize);
+        }
+    }
+}

@@ -171,3 +171,92 @@ mod tests {
         assert!(matches!(r, Err(ref e) if e.code / 100 == 5), "{r:?}");
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    //! Whatever bytes a client sends, the parsers answer or refuse; they never panic.
+
+    use super::data::{DataDecoder, MessageSink};
+    use super::parse_command;
+
+    /// xorshift64*: deterministic, so a failure reproduces.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn bytes(&mut self, max: usize) -> Vec<u8> {
+            const PIECES: &[&[u8]] = &[
+                b"MAIL FROM:<",
+                b"RCPT TO:<",
+                b"EHLO ",
+                b"BDAT ",
+                b"AUTH PLAIN ",
+                b">",
+                b"<",
+                b"@",
+                b" SIZE=",
+                b" BODY=8BITMIME",
+                b" SMTPUTF8",
+                b"\r\n",
+                b".",
+                b"\"",
+                b"\\",
+                b"=",
+                b" ",
+                b"\xff",
+                b"\x00",
+                "é".as_bytes(),
+                b"99999999999999999999",
+            ];
+            let len = (self.next() % max as u64) as usize;
+            let mut out = Vec::with_capacity(len);
+            while out.len() < len {
+                if self.next().is_multiple_of(3) {
+                    out.extend_from_slice(PIECES[(self.next() % PIECES.len() as u64) as usize]);
+                } else {
+                    out.push(self.next() as u8);
+                }
+            }
+            out
+        }
+    }
+
+    #[test]
+    fn command_parser_never_panics() {
+        let mut rng = Rng(0x5eed);
+        for _ in 0..200_000 {
+            let mut line = rng.bytes(120);
+            line.extend_from_slice(b"\r\n");
+            let _ = parse_command(&line);
+        }
+    }
+
+    #[test]
+    fn data_decoder_never_panics_and_respects_the_limit() {
+        let mut rng = Rng(0xda7a);
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(1 << 20));
+        for _ in 0..20_000 {
+            let mut decoder = DataDecoder::default();
+            let mut sink = MessageSink::new(300, budget.clone());
+            let input = rng.bytes(1000);
+            let mut at = 0;
+            while at < input.len() {
+                let step = 1 + (rng.next() % 64) as usize;
+                let end = (at + step).min(input.len());
+                let (used, done) = decoder.feed(&input[at..end], &mut sink);
+                assert!(used <= end - at);
+                at += used;
+                if done {
+                    break;
+                }
+            }
+            if let Ok((bytes, _)) = sink.finish() {
+                assert!(bytes.len() <= 300);
+            }
+        }
+    }
+}
