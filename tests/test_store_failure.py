@@ -167,3 +167,31 @@ def test_sqlite_disk_stops_taking_writes(make_server, frozen_fs):
     stored = subjects(server, "alice@example.test")
     assert stored.count("frozen") == 1, stored
     assert "frozen-2" not in stored
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_logins_during_an_outage_are_temporary_failures(make_server, own_pg):
+    """A store outage must never look like a wrong password."""
+    import poplib
+    from smtpwire import unverified_context
+    server = make_server("--store-wait", "2", pg_instance=own_pg, accounts=())
+    server.add_account("alice@example.test", "right")
+    own_pg.stop("immediate")
+    try:
+        p = poplib.POP3_SSL("127.0.0.1", server.pop3s_port, context=unverified_context(), timeout=30)
+        p.user("alice@example.test")
+        with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\]"):
+            p.pass_("right")
+        with smtplib.SMTP_SSL("127.0.0.1", server.submissions_port, context=unverified_context(),
+                              timeout=30) as s:
+            s.ehlo()
+            s.user, s.password = "alice@example.test", "right"
+            with pytest.raises(smtplib.SMTPAuthenticationError) as e:
+                s.auth("PLAIN", s.auth_plain)
+            assert e.value.smtp_code == 454
+    finally:
+        own_pg.start()
+    p = poplib.POP3_SSL("127.0.0.1", server.pop3s_port, context=unverified_context(), timeout=30)
+    p.user("alice@example.test")
+    p.pass_("right")
+    p.quit()
