@@ -213,3 +213,19 @@ def test_fetchmail_keeps_and_fetches_each_message_once(box, tmp_path):
     assert second.returncode == 1, second.stdout + second.stderr
     assert out.read_bytes().count(b"Subject: message ") == 3
     assert len(box.mail_list("alice@example.test")) == 3
+
+
+def test_utf8_user_name(make_server):
+    """RFC 6856: after UTF8, user names and passwords are UTF-8."""
+    server = make_server(accounts=())
+    server.add_account("用户@example.test", "пароль")
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as s:
+        s.sendmail("bob@elsewhere.test", ["用户@example.test"],
+                   "Subject: 안녕\r\n\r\n본문\r\n".encode(), mail_options=["SMTPUTF8"])
+    p = poplib.POP3_SSL("127.0.0.1", server.pop3s_port, context=unverified_context(), timeout=30)
+    assert p.utf8().startswith(b"+OK")
+    p.user("用户@example.test")
+    p.pass_("пароль")
+    _, lines, _ = p.retr(1)
+    assert "Subject: 안녕".encode() in lines
+    p.quit()
