@@ -28,10 +28,30 @@ def trimaran_bin():
     raise RuntimeError("trimaran binary not found: build it or set TRIMARAN_BIN")
 
 
+_handed_out = set()
+
+
+def free_ports(n):
+    """`n` distinct free loopback ports, none handed out before in this run. The sockets are
+    held open together while choosing, so the kernel cannot return one port twice."""
+    held, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+            port = s.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return ports
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def wait_for_banner(port, timeout=30.0, proc=None):
@@ -106,11 +126,8 @@ class Server:
         self.pg = pg
         self.data_dir = pathlib.Path(data_dir or workdir / "data")
         self.log_path = workdir / "server.log"
-        self.smtp_port = free_port()
-        self.submission_port = free_port()
-        self.submissions_port = free_port()
-        self.pop3_port = free_port()
-        self.pop3s_port = free_port()
+        (self.smtp_port, self.submission_port, self.submissions_port,
+         self.pop3_port, self.pop3s_port) = free_ports(5)
         self.extra_args = list(extra_args)
         if share_store_of is not None:
             # A second process on the same store, as in a cluster.
