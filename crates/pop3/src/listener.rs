@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use trimaran_core::delivery::retry;
-use trimaran_core::net::{accept_tls, Conn, Gate, Stream};
+use trimaran_core::net::{accept_tls, accept_until_stopped, Conn, Gate, Stream};
 use trimaran_core::store::{now_unix, AccountId, Store, StoreError};
 use trimaran_core::Core;
 
@@ -137,27 +137,19 @@ impl Pop3Server {
     }
 
     pub async fn run(self: Arc<Self>, listener: Pop3Listener) {
-        let mut stopping = self.gate.stopping();
-        loop {
-            let accepted = tokio::select! {
-                a = listener.socket.accept() => a,
-                _ = stopping.wait_for(|s| *s) => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "POP3 accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+        let kind = listener.kind;
+        let name = match kind {
+            Pop3Kind::Plain => "pop3",
+            Pop3Kind::Tls => "pop3s",
+        };
+        accept_until_stopped(listener.socket, &self.gate.clone(), name, |tcp, peer| {
             let server = self.clone();
-            tokio::spawn(async move { server.handle(listener.kind, tcp, peer).await });
-        }
+            tokio::spawn(async move { server.handle(kind, tcp, peer).await });
+        })
+        .await;
     }
 
     async fn handle(self: Arc<Self>, kind: Pop3Kind, tcp: TcpStream, peer: SocketAddr) {
-        let _ = tcp.set_nodelay(true);
         let Ok(_pass) = self.gate.admit(peer.ip()) else {
             if kind == Pop3Kind::Plain {
                 let mut conn = Conn::new(Stream::Plain(tcp), peer, Duration::from_secs(10));

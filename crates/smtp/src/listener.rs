@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use trimaran_core::net::{accept_tls, Conn, Gate, Refusal, Stream};
+use trimaran_core::net::{accept_tls, accept_until_stopped, Conn, Gate, Refusal, Stream};
 use trimaran_core::Core;
 
 use crate::reply::Reply;
@@ -87,28 +87,19 @@ impl SmtpServer {
     /// Accepts connections on `listener` until the server stops.
     pub async fn run(self: Arc<Self>, listener: Listener) {
         let kind = listener.kind;
-        let mut stopping = self.gate.stopping();
-        loop {
-            let accepted = tokio::select! {
-                a = listener.socket.accept() => a,
-                _ = stopping.wait_for(|s| *s) => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(listener = kind.name(), error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let server = self.clone();
-            tokio::spawn(async move { server.handle(kind, tcp, peer).await });
-        }
+        accept_until_stopped(
+            listener.socket,
+            &self.gate.clone(),
+            kind.name(),
+            |tcp, peer| {
+                let server = self.clone();
+                tokio::spawn(async move { server.handle(kind, tcp, peer).await });
+            },
+        )
+        .await;
     }
 
     async fn handle(self: Arc<Self>, kind: ListenerKind, tcp: TcpStream, peer: SocketAddr) {
-        let _ = tcp.set_nodelay(true);
         let _pass = match self.gate.admit(peer.ip()) {
             Ok(pass) => pass,
             Err(Refusal::Busy) => {

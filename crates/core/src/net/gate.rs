@@ -100,6 +100,36 @@ impl Gate {
     }
 }
 
+/// Accepts connections on `socket` and hands each to `serve` (which spawns its session) until
+/// `gate` says the server is stopping. Accept errors (out of file descriptors and the like)
+/// back off briefly instead of spinning.
+pub async fn accept_until_stopped<F>(
+    socket: tokio::net::TcpListener,
+    gate: &Gate,
+    listener: &'static str,
+    mut serve: F,
+) where
+    F: FnMut(tokio::net::TcpStream, std::net::SocketAddr),
+{
+    let mut stopping = gate.stopping();
+    loop {
+        let accepted = tokio::select! {
+            a = socket.accept() => a,
+            _ = stopping.wait_for(|s| *s) => return,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                serve(tcp, peer);
+            }
+            Err(e) => {
+                tracing::warn!(listener, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

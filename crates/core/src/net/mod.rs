@@ -6,4 +6,4 @@ mod gate;
 pub mod line;
 
 pub use conn::{accept_tls, Conn, LineEvent, ReadError, Stream};
-pub use gate::{Gate, Pass, Refusal};
+pub use gate::{accept_until_stopped, Gate, Pass, Refusal};
