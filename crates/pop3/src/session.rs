@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use trimaran_core::net::{Conn, LineEvent, ReadError};
-use trimaran_core::store::{AccountId, BlobHash};
+use trimaran_core::store::{AccountId, BlobHash, MailboxId};
 
 use crate::listener::{MaildropLock, Pop3Server};
 use crate::parser::{parse, Command, ParseError};
@@ -27,6 +27,7 @@ pub(crate) struct Maildrop {
     pub account: AccountId,
     pub address: String,
     pub uidvalidity: u32,
+    pub inbox: MailboxId,
     pub messages: Vec<Entry>,
     pub _lock: MaildropLock,
 }

@@ -69,8 +69,68 @@ pub trait MetaStore: Send + Sync {
 
     /// Removes messages from a mailbox (POP3 DELE at QUIT, IMAP EXPUNGE) in one transaction:
     /// one MODSEQ for the operation, one `expunge` change per message. UIDs already gone are
-    /// skipped, so a concurrent removal is not an error. Returns how many were removed.
-    async fn expunge(&self, account: AccountId, mailbox: &str, uids: &[u32]) -> Result<u64>;
+    /// skipped, so a concurrent removal is not an error. Returns the UIDs removed.
+    async fn expunge(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uids: &[u32],
+    ) -> Result<Vec<u32>>;
+
+    /// Creates a mailbox with a fresh UIDVALIDITY. `AlreadyExists` if the name is taken.
+    async fn create_mailbox(
+        &self,
+        account: AccountId,
+        name: &str,
+        special_use: Option<&str>,
+    ) -> Result<MailboxRecord>;
+    /// Deletes a mailbox and its message entries. `Invalid` for INBOX or while it has children.
+    async fn delete_mailbox(&self, account: AccountId, name: &str) -> Result<()>;
+    /// Renames a mailbox and every mailbox below it ("from/..."), with their subscriptions.
+    /// `AlreadyExists` if a target name is taken. Not for INBOX (see the IMAP RENAME command).
+    async fn rename_mailbox(&self, account: AccountId, from: &str, to: &str) -> Result<()>;
+    async fn subscriptions(&self, account: AccountId) -> Result<Vec<String>>;
+    async fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()>;
+
+    /// The mailbox's current record; `NotFound` once it has been deleted.
+    async fn mailbox(&self, account: AccountId, mailbox: MailboxId) -> Result<MailboxRecord>;
+    async fn mailbox_counts(&self, mailbox: MailboxId) -> Result<MailboxCounts>;
+    /// Every message of a mailbox in UID order.
+    async fn mailbox_entries(&self, mailbox: MailboxId) -> Result<Vec<MessageEntry>>;
+    /// Messages added or changed, and UIDs removed, after MODSEQ `since`.
+    async fn mailbox_delta(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        since: u64,
+    ) -> Result<MailboxDelta>;
+
+    /// Adds messages to a mailbox (IMAP APPEND, also MULTIAPPEND: all or none, RFC 3502).
+    async fn append(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        messages: Arc<Vec<AppendRequest>>,
+        write_blob: bool,
+    ) -> Result<Vec<Appended>>;
+    /// Changes flags of the given UIDs under one new MODSEQ; unchanged messages keep theirs.
+    async fn update_flags(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uids: &[u32],
+        change: &FlagChange,
+    ) -> Result<FlagOutcome>;
+    /// Copies messages (same bodies, flags and internal dates) to another mailbox of the same
+    /// account; with `remove_source` the originals go in the same transaction (RFC 6851 MOVE).
+    async fn copy_messages(
+        &self,
+        account: AccountId,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+        remove_source: bool,
+    ) -> Result<CopyOutcome>;
 
     async fn queue_list(&self) -> Result<Vec<QueueRecord>>;
 
@@ -137,7 +197,12 @@ pub struct Store {
     meta: Arc<dyn MetaStore>,
     blobs: Arc<dyn BlobStore>,
     corrupt_reads: AtomicU64,
+    /// Accounts whose mail changed, for sessions waiting in IMAP IDLE.
+    changes: tokio::sync::broadcast::Sender<AccountId>,
 }
+
+/// Change notices buffered per listener; one that falls behind re-reads its mailbox anyway.
+const CHANGE_BACKLOG: usize = 1024;
 
 impl Store {
     /// Opens the back end named by `url`, applying schema migrations.
@@ -159,6 +224,7 @@ impl Store {
             meta,
             blobs,
             corrupt_reads: AtomicU64::new(0),
+            changes: tokio::sync::broadcast::channel(CHANGE_BACKLOG).0,
         }
     }
 
@@ -176,7 +242,40 @@ impl Store {
                 self.blobs.put_blob(&message.blob).await?;
             }
         }
-        self.meta.deliver(delivery, shared).await
+        let receipt = self.meta.deliver(delivery, shared).await?;
+        for copy in &receipt.copies {
+            self.changed(copy.account_id);
+        }
+        Ok(receipt)
+    }
+
+    /// Adds messages to a mailbox (IMAP APPEND), bodies first as in [`Store::deliver`].
+    pub async fn append(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        messages: Arc<Vec<AppendRequest>>,
+    ) -> Result<Vec<Appended>> {
+        let shared = self.blobs.shares_metadata_transaction();
+        if !shared {
+            for m in messages.iter() {
+                self.blobs.put_blob(&m.message.blob).await?;
+            }
+        }
+        let appended = self.meta.append(account, mailbox, messages, shared).await?;
+        self.changed(account);
+        Ok(appended)
+    }
+
+    /// Tells this process's waiting sessions that an account's mail changed.
+    pub fn changed(&self, account: AccountId) {
+        // No receivers is not an error: nobody is waiting.
+        let _ = self.changes.send(account);
+    }
+
+    /// Notices of changed accounts, from this process's writes.
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<AccountId> {
+        self.changes.subscribe()
     }
 
     /// The exact bytes of a body, verified against their hash. A mismatch is logged, counted,

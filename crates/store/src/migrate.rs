@@ -8,6 +8,7 @@ pub const SQLITE: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/sqlite/0002_maildrop_leases.sql"),
     ),
+    (3, include_str!("../migrations/sqlite/0003_imap.sql")),
 ];
 
 /// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
@@ -17,6 +18,7 @@ pub const POSTGRES: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/postgres/0002_maildrop_leases.sql"),
     ),
+    (3, include_str!("../migrations/postgres/0003_imap.sql")),
 ];
 
 pub fn latest(migrations: &[(i64, &str)]) -> i64 {

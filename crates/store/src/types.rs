@@ -235,3 +235,128 @@ pub fn now_unix() -> i64 {
 pub fn domain_of(address: &str) -> Option<&str> {
     address.rsplit_once('@').map(|(_, d)| d)
 }
+
+/// One message in a mailbox as IMAP sees it: everything a session keeps per message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageEntry {
+    pub uid: u32,
+    pub hash: BlobHash,
+    pub size: u64,
+    pub internal_date: i64,
+    /// Bit set of [`flags`].
+    pub flags: i64,
+    pub keywords: Vec<String>,
+    pub modseq: u64,
+}
+
+/// Keywords are stored as one space-separated string: they are atoms (RFC 9051 §9 `flag-keyword`)
+/// and so never contain a space.
+pub fn keywords_from_text(text: &str) -> Vec<String> {
+    text.split_ascii_whitespace().map(str::to_string).collect()
+}
+
+pub fn keywords_to_text(keywords: &[String]) -> String {
+    keywords.join(" ")
+}
+
+/// How STORE changes flags (RFC 9051 §6.4.6: FLAGS, +FLAGS, -FLAGS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagOp {
+    Replace,
+    Add,
+    Remove,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlagChange {
+    pub op: FlagOp,
+    pub flags: i64,
+    pub keywords: Vec<String>,
+    /// CONDSTORE's UNCHANGEDSINCE (RFC 7162 §3.1.3): skip messages modified after this.
+    pub unchanged_since: Option<u64>,
+}
+
+impl FlagChange {
+    /// The flags and keywords a message has after this change.
+    pub fn apply(&self, flags: i64, keywords: &[String]) -> (i64, Vec<String>) {
+        let has = |list: &[String], k: &str| list.iter().any(|x| x.eq_ignore_ascii_case(k));
+        match self.op {
+            FlagOp::Replace => {
+                let mut kw: Vec<String> = Vec::new();
+                for k in &self.keywords {
+                    if !has(&kw, k) {
+                        kw.push(k.clone());
+                    }
+                }
+                (self.flags, kw)
+            }
+            FlagOp::Add => {
+                let mut kw = keywords.to_vec();
+                for k in &self.keywords {
+                    if !has(&kw, k) {
+                        kw.push(k.clone());
+                    }
+                }
+                (flags | self.flags, kw)
+            }
+            FlagOp::Remove => {
+                let kw = keywords
+                    .iter()
+                    .filter(|k| !has(&self.keywords, k))
+                    .cloned()
+                    .collect();
+                (flags & !self.flags, kw)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlagOutcome {
+    /// Messages whose flags are now as asked, changed or not, with their current state.
+    pub updated: Vec<MessageEntry>,
+    /// Messages left alone because they changed after UNCHANGEDSINCE (RFC 7162 `MODIFIED`).
+    pub modified: Vec<u32>,
+}
+
+/// What changed in a mailbox since a session last looked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxDelta {
+    pub mailbox: MailboxRecord,
+    /// Messages added or whose flags changed, in UID order.
+    pub changed: Vec<MessageEntry>,
+    /// UIDs removed, in UID order.
+    pub expunged: Vec<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailboxCounts {
+    pub messages: u64,
+    pub unseen: u64,
+    pub deleted: u64,
+    pub size: u64,
+}
+
+/// Result of COPY or MOVE: the destination's UIDVALIDITY and (source, destination) UID pairs,
+/// as UIDPLUS's COPYUID reports them (RFC 4315 §3).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopyOutcome {
+    pub uidvalidity: u32,
+    pub pairs: Vec<(u32, u32)>,
+}
+
+/// Result of APPEND: where the message now is (RFC 4315 APPENDUID).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub uidvalidity: u32,
+    pub uid: u32,
+    pub modseq: u64,
+}
+
+/// A message to add to a mailbox by APPEND.
+#[derive(Clone, Debug)]
+pub struct AppendRequest {
+    pub message: NewMessage,
+    pub flags: i64,
+    pub keywords: Vec<String>,
+}

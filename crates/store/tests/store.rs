@@ -285,6 +285,7 @@ async fn expunge_removes_logs_and_tolerates_repeats() {
                 .unwrap();
         }
         let before = store.meta().mailboxes(ids[0]).await.unwrap();
+        let inbox_id = before.iter().find(|m| m.name == INBOX).unwrap().id;
         let before = before
             .iter()
             .find(|m| m.name == INBOX)
@@ -293,15 +294,19 @@ async fn expunge_removes_logs_and_tolerates_repeats() {
         assert_eq!(
             store
                 .meta()
-                .expunge(ids[0], INBOX, &[1, 3, 99])
+                .expunge(ids[0], inbox_id, &[1, 3, 99])
                 .await
                 .unwrap(),
-            2,
+            vec![1, 3],
             "{name}"
         );
-        assert_eq!(
-            store.meta().expunge(ids[0], INBOX, &[1]).await.unwrap(),
-            0,
+        assert!(
+            store
+                .meta()
+                .expunge(ids[0], inbox_id, &[1])
+                .await
+                .unwrap()
+                .is_empty(),
             "{name}"
         );
         let left: Vec<u32> = store
@@ -318,7 +323,7 @@ async fn expunge_removes_logs_and_tolerates_repeats() {
         assert_eq!(inbox.highestmodseq, before + 1, "{name}");
         assert_eq!(inbox.uidnext, 4, "UIDs are never reused ({name})");
         assert!(matches!(
-            store.meta().expunge(ids[0], "Nope", &[2]).await,
+            store.meta().expunge(ids[0], inbox_id + 999_999, &[2]).await,
             Err(StoreError::NotFound(_))
         ));
     }
@@ -357,5 +362,181 @@ async fn maildrop_leases_are_exclusive_renewable_and_lapse() {
             m.lease_maildrop(ids[0], "c", now + 30).await.unwrap(),
             "{name}"
         );
+    }
+}
+
+async fn mailbox_id(store: &Store, account: AccountId, name: &str) -> MailboxId {
+    store
+        .meta()
+        .mailboxes(account)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == name)
+        .unwrap_or_else(|| panic!("no mailbox {name}"))
+        .id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailboxes_are_created_renamed_with_children_and_deleted() {
+    for (name, store, _dir) in stores().await {
+        let ids = setup(&store, 1).await;
+        let (a, m) = (ids[0], store.meta());
+        let first = m.create_mailbox(a, "Work", None).await.unwrap();
+        m.create_mailbox(a, "Work/2026", None).await.unwrap();
+        assert!(
+            matches!(
+                m.create_mailbox(a, "Work", None).await,
+                Err(StoreError::AlreadyExists(_))
+            ),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                m.delete_mailbox(a, "Work").await,
+                Err(StoreError::Invalid(_))
+            ),
+            "a mailbox with children is kept ({name})"
+        );
+        assert!(matches!(
+            m.delete_mailbox(a, "INBOX").await,
+            Err(StoreError::Invalid(_))
+        ));
+        m.set_subscribed(a, "Work/2026", true).await.unwrap();
+        m.rename_mailbox(a, "Work", "Jobs").await.unwrap();
+        let names: Vec<String> = m
+            .mailboxes(a)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        assert!(names.contains(&"Jobs".to_string()) && names.contains(&"Jobs/2026".to_string()));
+        assert!(!names.iter().any(|n| n.starts_with("Work")), "{names:?}");
+        assert!(m
+            .subscriptions(a)
+            .await
+            .unwrap()
+            .contains(&"Jobs/2026".to_string()));
+        assert!(matches!(
+            m.rename_mailbox(a, "Jobs", "Sent").await,
+            Err(StoreError::AlreadyExists(_))
+        ));
+        m.delete_mailbox(a, "Jobs/2026").await.unwrap();
+        m.delete_mailbox(a, "Jobs").await.unwrap();
+        // Created again: a new UIDVALIDITY, even within the same second (RFC 9051 §2.3.1.1).
+        let again = m.create_mailbox(a, "Work", None).await.unwrap();
+        assert!(again.uidvalidity > first.uidvalidity, "{name}");
+    }
+}
+
+fn flags_change(op: FlagOp, flags: i64, keywords: &[&str], since: Option<u64>) -> FlagChange {
+    FlagChange {
+        op,
+        flags,
+        keywords: keywords.iter().map(|k| k.to_string()).collect(),
+        unchanged_since: since,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_flags_copy_move_and_deltas() {
+    for (name, store, _dir) in stores().await {
+        let ids = setup(&store, 1).await;
+        let a = ids[0];
+        let m = store.meta();
+        let inbox = mailbox_id(&store, a, INBOX).await;
+        let archive = mailbox_id(&store, a, "Archive").await;
+        let reqs: Vec<AppendRequest> = (0..3)
+            .map(|i| AppendRequest {
+                message: message(&format!("append {i}")),
+                flags: flags::SEEN,
+                keywords: vec!["$Label1".into()],
+            })
+            .collect();
+        let appended = store.append(a, inbox, Arc::new(reqs)).await.unwrap();
+        assert_eq!(
+            appended.iter().map(|x| x.uid).collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "{name}"
+        );
+        let base = m.mailbox(a, inbox).await.unwrap().highestmodseq;
+
+        // UNCHANGEDSINCE older than the messages: nothing changes, all reported MODIFIED.
+        let out = m
+            .update_flags(
+                a,
+                inbox,
+                &[1, 2],
+                &flags_change(FlagOp::Add, flags::FLAGGED, &[], Some(base - 1)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.modified, vec![1, 2], "{name}");
+        let out = m
+            .update_flags(
+                a,
+                inbox,
+                &[1, 2, 99],
+                &flags_change(FlagOp::Add, flags::FLAGGED, &["Work"], None),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.updated.len(), 2);
+        assert!(out
+            .updated
+            .iter()
+            .all(|e| e.flags == flags::SEEN | flags::FLAGGED
+                && e.keywords == vec!["$Label1".to_string(), "Work".to_string()]));
+        let delta = m.mailbox_delta(a, inbox, base).await.unwrap();
+        assert_eq!(
+            delta.changed.iter().map(|e| e.uid).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(delta.expunged.is_empty());
+        // A change that changes nothing keeps the MODSEQ.
+        let now = m.mailbox(a, inbox).await.unwrap().highestmodseq;
+        m.update_flags(
+            a,
+            inbox,
+            &[1],
+            &flags_change(FlagOp::Add, flags::SEEN, &[], None),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            m.mailbox(a, inbox).await.unwrap().highestmodseq,
+            now,
+            "{name}"
+        );
+
+        let copied = m
+            .copy_messages(a, inbox, &[1, 3], archive, false)
+            .await
+            .unwrap();
+        assert_eq!(copied.pairs, vec![(1, 1), (3, 2)], "{name}");
+        let moved = m
+            .copy_messages(a, inbox, &[2], archive, true)
+            .await
+            .unwrap();
+        assert_eq!(moved.pairs, vec![(2, 3)]);
+        let delta = m.mailbox_delta(a, inbox, now).await.unwrap();
+        assert_eq!(delta.expunged, vec![2], "{name}");
+        let arch = m.mailbox_entries(archive).await.unwrap();
+        assert_eq!(arch.len(), 3);
+        assert_eq!(
+            arch[2].keywords,
+            vec!["$Label1".to_string(), "Work".to_string()]
+        );
+        let counts = m.mailbox_counts(inbox).await.unwrap();
+        assert_eq!((counts.messages, counts.unseen), (2, 0), "{name}");
+        let bodies: Vec<Vec<u8>> = {
+            let mut v = Vec::new();
+            for e in &arch {
+                v.push(store.read_blob(&e.hash).await.unwrap());
+            }
+            v
+        };
+        assert!(bodies[0].ends_with(b"append 0\r\n"), "{name}");
     }
 }

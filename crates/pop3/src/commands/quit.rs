@@ -1,7 +1,6 @@
 //! QUIT (RFC 1939 §6): in TRANSACTION, enters UPDATE and removes the messages marked deleted.
 
 use trimaran_core::delivery::retry;
-use trimaran_core::store::INBOX;
 
 use crate::session::{Flow, Session};
 
@@ -24,12 +23,13 @@ impl Session {
         let core = self.server.core.clone();
         let meta = core.store.meta();
         match retry(core.config.store_wait(), || {
-            meta.expunge(drop.account, INBOX, &uids)
+            meta.expunge(drop.account, drop.inbox, &uids)
         })
         .await
         {
             Ok(removed) => {
-                tracing::info!(user = %drop.address, removed, "POP3 update");
+                core.store.changed(drop.account);
+                tracing::info!(user = %drop.address, removed = removed.len(), "POP3 update");
                 self.ok(&format!("Bye, {} messages removed", uids.len()));
             }
             Err(e) => {

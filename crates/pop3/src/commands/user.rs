@@ -88,11 +88,11 @@ impl Session {
                 return;
             }
         };
-        let uidvalidity = mailboxes
-            .iter()
-            .find(|m| m.name == INBOX)
-            .map(|m| m.uidvalidity)
-            .unwrap_or(0);
+        let Some(inbox) = mailboxes.iter().find(|m| m.name == INBOX) else {
+            self.err("[SYS/PERM] The account has no INBOX");
+            return;
+        };
+        let (uidvalidity, inbox) = (inbox.uidvalidity, inbox.id);
         let entries: Vec<Entry> = messages
             .into_iter()
             .map(|m| Entry {
@@ -109,6 +109,7 @@ impl Session {
             account: account.id,
             address: account.address,
             uidvalidity,
+            inbox,
             messages: entries,
             _lock: lock,
         });

@@ -383,6 +383,171 @@ async fn deliver_local(
     Ok(())
 }
 
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+async fn bump_modseq(tx: &Tx<'_>, account: AccountId) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "UPDATE accounts SET modseq = modseq + 1 WHERE id = $1 RETURNING modseq",
+            &[&account],
+        )
+        .await
+        .map_err(map_err)?
+        .get(0))
+}
+
+const MAILBOX_COLUMNS: &str =
+    "id, account_id, name, special_use, uidvalidity, uidnext, highestmodseq FROM mailboxes";
+
+fn mailbox_record(r: &Row) -> MailboxRecord {
+    MailboxRecord {
+        id: r.get(0),
+        account_id: r.get(1),
+        name: r.get(2),
+        special_use: r.get(3),
+        uidvalidity: r.get::<_, i64>(4) as u32,
+        uidnext: r.get::<_, i64>(5) as u32,
+        highestmodseq: r.get::<_, i64>(6) as u64,
+    }
+}
+
+async fn mailbox_by_id(
+    c: &impl GenericClient,
+    account: AccountId,
+    id: MailboxId,
+) -> Result<MailboxRecord> {
+    c.query_opt(
+        &format!("SELECT {MAILBOX_COLUMNS} WHERE id = $1 AND account_id = $2"),
+        &[&id, &account],
+    )
+    .await
+    .map_err(map_err)?
+    .map(|r| mailbox_record(&r))
+    .ok_or_else(|| StoreError::NotFound(format!("mailbox {id}")))
+}
+
+const ENTRY_COLUMNS: &str =
+    "uid, hash, size, internal_date, flags, keywords, modseq FROM mailbox_messages";
+
+fn message_entry(r: &Row) -> Result<MessageEntry> {
+    Ok(MessageEntry {
+        uid: r.get::<_, i64>(0) as u32,
+        hash: r.get::<_, String>(1).parse()?,
+        size: r.get::<_, i64>(2) as u64,
+        internal_date: r.get(3),
+        flags: r.get(4),
+        keywords: keywords_from_text(r.get(5)),
+        modseq: r.get::<_, i64>(6) as u64,
+    })
+}
+
+/// Locks and returns the entries for `uids` that exist, in UID order.
+async fn entries_for_update(
+    tx: &Tx<'_>,
+    mailbox: MailboxId,
+    uids: &[u32],
+) -> Result<Vec<MessageEntry>> {
+    let uids: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
+    tx.query(
+        &format!("SELECT {ENTRY_COLUMNS} WHERE mailbox_id = $1 AND uid = ANY($2) ORDER BY uid FOR UPDATE"),
+        &[&mailbox, &uids],
+    )
+    .await
+    .map_err(map_err)?
+    .iter()
+    .map(message_entry)
+    .collect()
+}
+
+/// Adds entries with consecutive new UIDs of `mailbox`; returns the UIDs.
+async fn add_entries(
+    tx: &Tx<'_>,
+    account: AccountId,
+    mailbox: MailboxId,
+    entries: &[MessageEntry],
+    modseq: i64,
+) -> Result<Vec<u32>> {
+    let n = entries.len() as i64;
+    let first: i64 = tx
+        .query_opt(
+            "UPDATE mailboxes SET uidnext = uidnext + $3, highestmodseq = $4
+             WHERE id = $1 AND account_id = $2 RETURNING uidnext - $3",
+            &[&mailbox, &account, &n, &modseq],
+        )
+        .await
+        .map_err(map_err)?
+        .map(|r| r.get(0))
+        .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox}")))?;
+    let uids: Vec<i64> = (first..first + n).collect();
+    let hashes: Vec<String> = entries.iter().map(|e| e.hash.to_hex()).collect();
+    let sizes: Vec<i64> = entries.iter().map(|e| e.size as i64).collect();
+    let flags: Vec<i64> = entries.iter().map(|e| e.flags).collect();
+    let keywords: Vec<String> = entries
+        .iter()
+        .map(|e| keywords_to_text(&e.keywords))
+        .collect();
+    let dates: Vec<i64> = entries.iter().map(|e| e.internal_date).collect();
+    tx.execute(
+        "INSERT INTO mailbox_messages
+           (mailbox_id, uid, account_id, hash, size, flags, keywords, modseq, internal_date)
+         SELECT $1, u, $2, h, s, f, k, $3, d
+         FROM unnest($4::BIGINT[], $5::TEXT[], $6::BIGINT[], $7::BIGINT[], $8::TEXT[], $9::BIGINT[])
+           AS t(u, h, s, f, k, d)",
+        &[
+            &mailbox, &account, &modseq, &uids, &hashes, &sizes, &flags, &keywords, &dates,
+        ],
+    )
+    .await
+    .map_err(map_err)?;
+    tx.execute(
+        "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
+         SELECT $1, $2, 'append', $3, u, $4 FROM unnest($5::BIGINT[]) AS u",
+        &[&account, &modseq, &mailbox, &now_unix(), &uids],
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(uids.into_iter().map(|u| u as u32).collect())
+}
+
+/// Removes entries under MODSEQ `modseq`; returns the UIDs that were there.
+async fn remove_entries(
+    tx: &Tx<'_>,
+    account: AccountId,
+    mailbox: MailboxId,
+    uids: &[u32],
+    modseq: i64,
+) -> Result<Vec<u32>> {
+    let uids: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
+    let mut removed: Vec<i64> = tx
+        .query(
+            "DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND uid = ANY($2) RETURNING uid",
+            &[&mailbox, &uids],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    removed.sort_unstable();
+    if removed.is_empty() {
+        return Ok(Vec::new());
+    }
+    tx.execute(
+        "UPDATE mailboxes SET highestmodseq = $1 WHERE id = $2",
+        &[&modseq, &mailbox],
+    )
+    .await
+    .map_err(map_err)?;
+    tx.execute(
+        "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
+         SELECT $1, $2, 'expunge', $3, u, $4 FROM unnest($5::BIGINT[]) AS u",
+        &[&account, &modseq, &mailbox, &now_unix(), &removed],
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(removed.into_iter().map(|u| u as u32).collect())
+}
+
 #[async_trait]
 impl MetaStore for PostgresStore {
     async fn schema_version(&self) -> Result<i64> {
@@ -465,7 +630,19 @@ impl MetaStore for PostgresStore {
             )
             .await
             .map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2)",
+                &[&id, name],
+            )
+            .await
+            .map_err(map_err)?;
         }
+        tx.execute(
+            "UPDATE accounts SET last_uidvalidity = $2 WHERE id = $1",
+            &[&id, &(now as u32 as i64)],
+        )
+        .await
+        .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
         Ok(id)
     }
@@ -679,55 +856,385 @@ impl MetaStore for PostgresStore {
         .transpose()
     }
 
-    async fn expunge(&self, account: AccountId, mailbox: &str, uids: &[u32]) -> Result<u64> {
+    async fn expunge(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uids: &[u32],
+    ) -> Result<Vec<u32>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
-        let mailbox_id: MailboxId = tx
-            .query_opt(
-                "SELECT id FROM mailboxes WHERE account_id = $1 AND name = $2",
-                &[&account, &mailbox],
-            )
-            .await
-            .map_err(map_err)?
-            .map(|r| r.get(0))
-            .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox}")))?;
-        let uids: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
-        let removed: Vec<i64> = tx
-            .query(
-                "DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND uid = ANY($2) RETURNING uid",
-                &[&mailbox_id, &uids],
-            )
-            .await
-            .map_err(map_err)?
+        mailbox_by_id(&tx, account, mailbox).await?;
+        let present: Vec<u32> = entries_for_update(&tx, mailbox, uids)
+            .await?
             .iter()
-            .map(|r| r.get(0))
+            .map(|e| e.uid)
             .collect();
-        if removed.is_empty() {
-            return Ok(0);
+        if present.is_empty() {
+            return Ok(Vec::new());
         }
-        let modseq: i64 = tx
+        let modseq = bump_modseq(&tx, account).await?;
+        let removed = remove_entries(&tx, account, mailbox, &present, modseq).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(removed)
+    }
+
+    async fn create_mailbox(
+        &self,
+        account: AccountId,
+        name: &str,
+        special_use: Option<&str>,
+    ) -> Result<MailboxRecord> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        // A UIDVALIDITY above every one this account has had (RFC 9051 §2.3.1.1).
+        let uidvalidity: i64 = tx
             .query_one(
-                "UPDATE accounts SET modseq = modseq + 1 WHERE id = $1 RETURNING modseq",
-                &[&account],
+                "UPDATE accounts SET last_uidvalidity = greatest($2, last_uidvalidity + 1,
+                    coalesce((SELECT max(uidvalidity) + 1 FROM mailboxes WHERE account_id = $1), 0))
+                 WHERE id = $1 RETURNING last_uidvalidity",
+                &[&account, &(now_unix() as u32 as i64)],
             )
             .await
             .map_err(map_err)?
             .get(0);
-        tx.execute(
-            "UPDATE mailboxes SET highestmodseq = $1 WHERE id = $2",
-            &[&modseq, &mailbox_id],
-        )
-        .await
-        .map_err(map_err)?;
+        let row = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO mailboxes (account_id, name, special_use, uidvalidity, created)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING {}",
+                    MAILBOX_COLUMNS.trim_end_matches(" FROM mailboxes")
+                ),
+                &[&account, &name, &special_use, &uidvalidity, &now_unix()],
+            )
+            .await
+            .map_err(|e| already(map_err(e), format!("mailbox {name}")))?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(mailbox_record(&row))
+    }
+
+    async fn delete_mailbox(&self, account: AccountId, name: &str) -> Result<()> {
+        if name.eq_ignore_ascii_case(INBOX) {
+            return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
+        }
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let id: MailboxId = tx
+            .query_opt(
+                "SELECT id FROM mailboxes WHERE account_id = $1 AND name = $2 FOR UPDATE",
+                &[&account, &name],
+            )
+            .await
+            .map_err(map_err)?
+            .map(|r| r.get(0))
+            .ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))?;
+        let children: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM mailboxes WHERE account_id = $1
+                   AND left(name, length($2) + 1) = $2 || '/'",
+                &[&account, &name],
+            )
+            .await
+            .map_err(map_err)?
+            .get(0);
+        if children > 0 {
+            return Err(StoreError::Invalid(format!("mailbox {name} has children")));
+        }
+        let modseq = bump_modseq(&tx, account).await?;
         tx.execute(
             "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
-             SELECT $1, $2, 'expunge', $3, u, $4 FROM unnest($5::BIGINT[]) AS u",
-            &[&account, &modseq, &mailbox_id, &now_unix(), &removed],
+             VALUES ($1, $2, 'mailbox-delete', $3, NULL, $4)",
+            &[&account, &modseq, &id, &now_unix()],
         )
         .await
         .map_err(map_err)?;
+        tx.execute("DELETE FROM mailbox_messages WHERE mailbox_id = $1", &[&id])
+            .await
+            .map_err(map_err)?;
+        tx.execute("DELETE FROM mailboxes WHERE id = $1", &[&id])
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn rename_mailbox(&self, account: AccountId, from: &str, to: &str) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2",
+                &[&account, &from],
+            )
+            .await
+            .map_err(map_err)?
+            .is_some();
+        if !exists {
+            return Err(StoreError::NotFound(format!("mailbox {from}")));
+        }
+        for table in ["mailboxes", "subscriptions"] {
+            tx.execute(
+                &format!(
+                    "UPDATE {table} SET name = $3 || substr(name, length($2) + 1)
+                     WHERE account_id = $1 AND (name = $2 OR left(name, length($2) + 1) = $2 || '/')"
+                ),
+                &[&account, &from, &to],
+            )
+            .await
+            .map_err(|e| already(map_err(e), format!("mailbox {to}")))?;
+        }
+        bump_modseq(&tx, account).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn subscriptions(&self, account: AccountId) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT name FROM subscriptions WHERE account_id = $1 ORDER BY name",
+                &[&account],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()> {
+        let c = self.client().await?;
+        if subscribed {
+            c.execute(
+                "INSERT INTO subscriptions (account_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&account, &name],
+            )
+            .await
+        } else {
+            c.execute(
+                "DELETE FROM subscriptions WHERE account_id = $1 AND name = $2",
+                &[&account, &name],
+            )
+            .await
+        }
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn mailbox(&self, account: AccountId, mailbox: MailboxId) -> Result<MailboxRecord> {
+        let c = self.client().await?;
+        mailbox_by_id(&c, account, mailbox).await
+    }
+
+    async fn mailbox_counts(&self, mailbox: MailboxId) -> Result<MailboxCounts> {
+        let c = self.client().await?;
+        let r = c
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE flags & 1 = 0),
+                        count(*) FILTER (WHERE flags & 8 <> 0), coalesce(sum(size), 0)::BIGINT
+                 FROM mailbox_messages WHERE mailbox_id = $1",
+                &[&mailbox],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(MailboxCounts {
+            messages: r.get::<_, i64>(0) as u64,
+            unseen: r.get::<_, i64>(1) as u64,
+            deleted: r.get::<_, i64>(2) as u64,
+            size: r.get::<_, i64>(3) as u64,
+        })
+    }
+
+    async fn mailbox_entries(&self, mailbox: MailboxId) -> Result<Vec<MessageEntry>> {
+        let c = self.client().await?;
+        c.query(
+            &format!("SELECT {ENTRY_COLUMNS} WHERE mailbox_id = $1 ORDER BY uid"),
+            &[&mailbox],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(message_entry)
+        .collect()
+    }
+
+    async fn mailbox_delta(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        since: u64,
+    ) -> Result<MailboxDelta> {
+        let mut c = self.client().await?;
+        // One snapshot, so that the record and the changes agree.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(map_err)?;
+        let record = mailbox_by_id(&tx, account, mailbox).await?;
+        if record.highestmodseq <= since {
+            return Ok(MailboxDelta {
+                mailbox: record,
+                changed: vec![],
+                expunged: vec![],
+            });
+        }
+        let since = since as i64;
+        let changed = tx
+            .query(
+                &format!(
+                    "SELECT {ENTRY_COLUMNS} WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid"
+                ),
+                &[&mailbox, &since],
+            )
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(message_entry)
+            .collect::<Result<Vec<_>>>()?;
+        let expunged = tx
+            .query(
+                "SELECT DISTINCT uid FROM changes WHERE mailbox_id = $1 AND modseq > $2
+                   AND kind = 'expunge' ORDER BY uid",
+                &[&mailbox, &since],
+            )
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(|r| r.get::<_, i64>(0) as u32)
+            .collect();
         tx.commit().await.map_err(map_err)?;
-        Ok(removed.len() as u64)
+        Ok(MailboxDelta {
+            mailbox: record,
+            changed,
+            expunged,
+        })
+    }
+
+    async fn append(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        messages: Arc<Vec<AppendRequest>>,
+        write_blob: bool,
+    ) -> Result<Vec<Appended>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let record = mailbox_by_id(&tx, account, mailbox).await?;
+        let now = now_unix();
+        let modseq = bump_modseq(&tx, account).await?;
+        let mut entries = Vec::new();
+        for m in messages.iter() {
+            insert_message(&tx, &m.message, write_blob, now).await?;
+            entries.push(MessageEntry {
+                uid: 0,
+                hash: m.message.blob.hash,
+                size: m.message.blob.size,
+                internal_date: m.message.received_at,
+                flags: m.flags,
+                keywords: m.keywords.clone(),
+                modseq: modseq as u64,
+            });
+        }
+        let uids = add_entries(&tx, account, mailbox, &entries, modseq).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(uids
+            .into_iter()
+            .map(|uid| Appended {
+                uidvalidity: record.uidvalidity,
+                uid,
+                modseq: modseq as u64,
+            })
+            .collect())
+    }
+
+    async fn update_flags(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uids: &[u32],
+        change: &FlagChange,
+    ) -> Result<FlagOutcome> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        mailbox_by_id(&tx, account, mailbox).await?;
+        let mut outcome = FlagOutcome::default();
+        let mut to_change = Vec::new();
+        for e in entries_for_update(&tx, mailbox, uids).await? {
+            if change.unchanged_since.is_some_and(|since| e.modseq > since) {
+                outcome.modified.push(e.uid);
+                continue;
+            }
+            let (flags, keywords) = change.apply(e.flags, &e.keywords);
+            if flags == e.flags && keywords == e.keywords {
+                outcome.updated.push(e);
+            } else {
+                to_change.push(MessageEntry {
+                    flags,
+                    keywords,
+                    ..e
+                });
+            }
+        }
+        if !to_change.is_empty() {
+            let modseq = bump_modseq(&tx, account).await?;
+            let uids: Vec<i64> = to_change.iter().map(|e| e.uid as i64).collect();
+            let flags: Vec<i64> = to_change.iter().map(|e| e.flags).collect();
+            let keywords: Vec<String> = to_change
+                .iter()
+                .map(|e| keywords_to_text(&e.keywords))
+                .collect();
+            tx.execute(
+                "UPDATE mailbox_messages m SET flags = t.f, keywords = t.k, modseq = $2
+                 FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TEXT[]) AS t(u, f, k)
+                 WHERE m.mailbox_id = $1 AND m.uid = t.u",
+                &[&mailbox, &modseq, &uids, &flags, &keywords],
+            )
+            .await
+            .map_err(map_err)?;
+            tx.execute(
+                "UPDATE mailboxes SET highestmodseq = $1 WHERE id = $2",
+                &[&modseq, &mailbox],
+            )
+            .await
+            .map_err(map_err)?;
+            for e in &mut to_change {
+                e.modseq = modseq as u64;
+            }
+            outcome.updated.extend(to_change);
+            outcome.updated.sort_by_key(|e| e.uid);
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(outcome)
+    }
+
+    async fn copy_messages(
+        &self,
+        account: AccountId,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+        remove_source: bool,
+    ) -> Result<CopyOutcome> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        mailbox_by_id(&tx, account, from).await?;
+        let target = mailbox_by_id(&tx, account, to).await?;
+        let sources = entries_for_update(&tx, from, uids).await?;
+        let mut outcome = CopyOutcome {
+            uidvalidity: target.uidvalidity,
+            pairs: Vec::new(),
+        };
+        if sources.is_empty() {
+            return Ok(outcome);
+        }
+        let modseq = bump_modseq(&tx, account).await?;
+        let new_uids = add_entries(&tx, account, to, &sources, modseq).await?;
+        outcome.pairs = sources.iter().map(|e| e.uid).zip(new_uids).collect();
+        if remove_source {
+            let uids: Vec<u32> = sources.iter().map(|e| e.uid).collect();
+            remove_entries(&tx, account, from, &uids, modseq).await?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(outcome)
     }
 
     async fn queue_list(&self) -> Result<Vec<QueueRecord>> {

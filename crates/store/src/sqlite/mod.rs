@@ -403,6 +403,176 @@ fn deliver_tx(conn: &Connection, d: &Delivery, write_blob: bool) -> Result<Deliv
     Ok(receipt)
 }
 
+fn bump_modseq(conn: &Connection, account: AccountId) -> Result<i64> {
+    conn.prepare_cached("UPDATE accounts SET modseq = modseq + 1 WHERE id = ?1 RETURNING modseq")
+        .and_then(|mut st| st.query_row([account], |r| r.get(0)))
+        .map_err(map_err)
+}
+
+/// A UIDVALIDITY above every one this account has had (RFC 9051 §2.3.1.1), normally the time.
+fn next_uidvalidity(conn: &Connection, account: AccountId) -> Result<i64> {
+    conn.query_row(
+        "UPDATE accounts SET last_uidvalidity = max(?2, last_uidvalidity + 1,
+            coalesce((SELECT max(uidvalidity) + 1 FROM mailboxes WHERE account_id = ?1), 0))
+         WHERE id = ?1 RETURNING last_uidvalidity",
+        params![account, now_unix() as u32 as i64],
+        |r| r.get(0),
+    )
+    .map_err(map_err)
+}
+
+const MAILBOX_COLUMNS: &str =
+    "id, account_id, name, special_use, uidvalidity, uidnext, highestmodseq FROM mailboxes";
+
+fn mailbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailboxRecord> {
+    Ok(MailboxRecord {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        name: r.get(2)?,
+        special_use: r.get(3)?,
+        uidvalidity: r.get::<_, i64>(4)? as u32,
+        uidnext: r.get::<_, i64>(5)? as u32,
+        highestmodseq: r.get::<_, i64>(6)? as u64,
+    })
+}
+
+fn mailbox_by_id(conn: &Connection, account: AccountId, id: MailboxId) -> Result<MailboxRecord> {
+    conn.prepare_cached(&format!(
+        "SELECT {MAILBOX_COLUMNS} WHERE id = ?1 AND account_id = ?2"
+    ))
+    .and_then(|mut st| st.query_row([id, account], mailbox_row).optional())
+    .map_err(map_err)?
+    .ok_or_else(|| StoreError::NotFound(format!("mailbox {id}")))
+}
+
+const ENTRY_COLUMNS: &str =
+    "uid, hash, size, internal_date, flags, keywords, modseq FROM mailbox_messages";
+
+type EntryRow = (i64, String, i64, i64, i64, String, i64);
+
+fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn to_entry(row: EntryRow) -> Result<MessageEntry> {
+    let (uid, hash, size, internal_date, flags, keywords, modseq) = row;
+    Ok(MessageEntry {
+        uid: uid as u32,
+        hash: hash.parse()?,
+        size: size as u64,
+        internal_date,
+        flags,
+        keywords: keywords_from_text(&keywords),
+        modseq: modseq as u64,
+    })
+}
+
+fn entry(conn: &Connection, mailbox: MailboxId, uid: u32) -> Result<Option<MessageEntry>> {
+    conn.prepare_cached(&format!(
+        "SELECT {ENTRY_COLUMNS} WHERE mailbox_id = ?1 AND uid = ?2"
+    ))
+    .and_then(|mut st| {
+        st.query_row(params![mailbox, uid as i64], entry_row)
+            .optional()
+    })
+    .map_err(map_err)?
+    .map(to_entry)
+    .transpose()
+}
+
+/// Adds one message entry with the next UID of `mailbox`; returns the UID.
+#[allow(clippy::too_many_arguments)]
+fn add_entry(
+    conn: &Connection,
+    account: AccountId,
+    mailbox: MailboxId,
+    hash: &str,
+    size: i64,
+    flags: i64,
+    keywords: &str,
+    modseq: i64,
+    internal_date: i64,
+) -> Result<u32> {
+    let uid: i64 = conn
+        .prepare_cached(
+            "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = ?3
+             WHERE id = ?1 AND account_id = ?2 RETURNING uidnext - 1",
+        )
+        .and_then(|mut st| {
+            st.query_row(params![mailbox, account, modseq], |r| r.get(0))
+                .optional()
+        })
+        .map_err(map_err)?
+        .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox}")))?;
+    conn.prepare_cached(
+        "INSERT INTO mailbox_messages
+           (mailbox_id, uid, account_id, hash, size, flags, keywords, modseq, internal_date)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            mailbox,
+            uid,
+            account,
+            hash,
+            size,
+            flags,
+            keywords,
+            modseq,
+            internal_date
+        ])
+    })
+    .map_err(map_err)?;
+    conn.prepare_cached(
+        "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
+         VALUES (?1, ?2, 'append', ?3, ?4, ?5)",
+    )
+    .and_then(|mut st| st.execute(params![account, modseq, mailbox, uid, now_unix()]))
+    .map_err(map_err)?;
+    Ok(uid as u32)
+}
+
+/// Removes entries under MODSEQ `modseq`; returns the UIDs that were there.
+fn remove_entries(
+    conn: &Connection,
+    account: AccountId,
+    mailbox: MailboxId,
+    uids: &[u32],
+    modseq: i64,
+) -> Result<Vec<u32>> {
+    let now = now_unix();
+    let mut removed = Vec::new();
+    for &uid in uids {
+        let n = conn
+            .prepare_cached("DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2")
+            .and_then(|mut st| st.execute(params![mailbox, uid as i64]))
+            .map_err(map_err)?;
+        if n > 0 {
+            conn.prepare_cached(
+                "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
+                 VALUES (?1, ?2, 'expunge', ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| st.execute(params![account, modseq, mailbox, uid as i64, now]))
+            .map_err(map_err)?;
+            removed.push(uid);
+        }
+    }
+    if !removed.is_empty() {
+        conn.prepare_cached("UPDATE mailboxes SET highestmodseq = ?1 WHERE id = ?2")
+            .and_then(|mut st| st.execute(params![modseq, mailbox]))
+            .map_err(map_err)?;
+    }
+    Ok(removed)
+}
+
 #[async_trait]
 impl MetaStore for SqliteStore {
     async fn schema_version(&self) -> Result<i64> {
@@ -493,7 +663,17 @@ impl MetaStore for SqliteStore {
                     params![id, name, special_use, now as u32 as i64, now],
                 )
                 .map_err(map_err)?;
+                c.execute(
+                    "INSERT INTO subscriptions (account_id, name) VALUES (?1, ?2)",
+                    params![id, name],
+                )
+                .map_err(map_err)?;
             }
+            c.execute(
+                "UPDATE accounts SET last_uidvalidity = ?2 WHERE id = ?1",
+                params![id, now as u32 as i64],
+            )
+            .map_err(map_err)?;
             Ok(id)
         })
         .await
@@ -721,58 +901,408 @@ impl MetaStore for SqliteStore {
         .await
     }
 
-    async fn expunge(&self, account: AccountId, mailbox: &str, uids: &[u32]) -> Result<u64> {
-        let mailbox = mailbox.to_string();
+    async fn expunge(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uids: &[u32],
+    ) -> Result<Vec<u32>> {
         let uids = uids.to_vec();
         self.write(move |c| {
-            let mailbox_id: MailboxId = c
+            mailbox_by_id(c, account, mailbox)?;
+            let present: Vec<u32> = {
+                let mut out = Vec::new();
+                for &uid in &uids {
+                    if entry(c, mailbox, uid)?.is_some() {
+                        out.push(uid);
+                    }
+                }
+                out
+            };
+            if present.is_empty() {
+                return Ok(Vec::new());
+            }
+            let modseq = bump_modseq(c, account)?;
+            remove_entries(c, account, mailbox, &present, modseq)
+        })
+        .await
+    }
+
+    async fn create_mailbox(
+        &self,
+        account: AccountId,
+        name: &str,
+        special_use: Option<&str>,
+    ) -> Result<MailboxRecord> {
+        let name = name.to_string();
+        let special_use = special_use.map(str::to_string);
+        self.write(move |c| {
+            let uidvalidity = next_uidvalidity(c, account)?;
+            let id: MailboxId = c
+                .query_row(
+                    "INSERT INTO mailboxes (account_id, name, special_use, uidvalidity, created)
+                     VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+                    params![account, name, special_use, uidvalidity, now_unix()],
+                    |r| r.get(0),
+                )
+                .map_err(|e| match map_err(e) {
+                    StoreError::AlreadyExists(_) => {
+                        StoreError::AlreadyExists(format!("mailbox {name}"))
+                    }
+                    other => other,
+                })?;
+            mailbox_by_id(c, account, id)
+        })
+        .await
+    }
+
+    async fn delete_mailbox(&self, account: AccountId, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |c| {
+            if name.eq_ignore_ascii_case(INBOX) {
+                return Err(StoreError::Invalid("INBOX cannot be deleted".into()));
+            }
+            let id: MailboxId = c
                 .query_row(
                     "SELECT id FROM mailboxes WHERE account_id = ?1 AND name = ?2",
-                    params![account, mailbox],
+                    params![account, name],
                     |r| r.get(0),
                 )
                 .optional()
                 .map_err(map_err)?
-                .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox}")))?;
-            let mut removed = Vec::new();
-            for uid in uids {
-                let n = c
-                    .prepare_cached(
-                        "DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2",
-                    )
-                    .and_then(|mut st| st.execute(params![mailbox_id, uid as i64]))
-                    .map_err(map_err)?;
-                if n > 0 {
-                    removed.push(uid);
-                }
-            }
-            if removed.is_empty() {
-                return Ok(0);
-            }
-            let modseq: i64 = c
+                .ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))?;
+            let children: i64 = c
                 .query_row(
-                    "UPDATE accounts SET modseq = modseq + 1 WHERE id = ?1 RETURNING modseq",
-                    [account],
+                    "SELECT count(*) FROM mailboxes WHERE account_id = ?1
+                       AND substr(name, 1, length(?2) + 1) = ?2 || '/'",
+                    params![account, name],
                     |r| r.get(0),
                 )
                 .map_err(map_err)?;
+            if children > 0 {
+                return Err(StoreError::Invalid(format!("mailbox {name} has children")));
+            }
+            let modseq = bump_modseq(c, account)?;
             c.execute(
-                "UPDATE mailboxes SET highestmodseq = ?1 WHERE id = ?2",
-                params![modseq, mailbox_id],
+                "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
+                 VALUES (?1, ?2, 'mailbox-delete', ?3, NULL, ?4)",
+                params![account, modseq, id, now_unix()],
             )
             .map_err(map_err)?;
-            let now = now_unix();
-            for uid in &removed {
-                c.prepare_cached(
-                    "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
-                     VALUES (?1, ?2, 'expunge', ?3, ?4, ?5)",
-                )
-                .and_then(|mut st| {
-                    st.execute(params![account, modseq, mailbox_id, *uid as i64, now])
-                })
+            c.execute("DELETE FROM mailbox_messages WHERE mailbox_id = ?1", [id])
                 .map_err(map_err)?;
+            c.execute("DELETE FROM mailboxes WHERE id = ?1", [id])
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rename_mailbox(&self, account: AccountId, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (from.to_string(), to.to_string());
+        self.write(move |c| {
+            let exists = c
+                .prepare_cached("SELECT 1 FROM mailboxes WHERE account_id = ?1 AND name = ?2")
+                .and_then(|mut st| st.exists(params![account, from]))
+                .map_err(map_err)?;
+            if !exists {
+                return Err(StoreError::NotFound(format!("mailbox {from}")));
             }
-            Ok(removed.len() as u64)
+            for table in ["mailboxes", "subscriptions"] {
+                c.execute(
+                    &format!(
+                        "UPDATE {table} SET name = ?3 || substr(name, length(?2) + 1)
+                         WHERE account_id = ?1
+                           AND (name = ?2 OR substr(name, 1, length(?2) + 1) = ?2 || '/')"
+                    ),
+                    params![account, from, to],
+                )
+                .map_err(|e| match map_err(e) {
+                    StoreError::AlreadyExists(_) => {
+                        StoreError::AlreadyExists(format!("mailbox {to}"))
+                    }
+                    other => other,
+                })?;
+            }
+            bump_modseq(c, account)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn subscriptions(&self, account: AccountId) -> Result<Vec<String>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT name FROM subscriptions WHERE account_id = ?1 ORDER BY name",
+                )
+                .map_err(map_err)?;
+            let rows = st.query_map([account], |r| r.get(0)).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn set_subscribed(&self, account: AccountId, name: &str, subscribed: bool) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |c| {
+            if subscribed {
+                c.execute(
+                    "INSERT INTO subscriptions (account_id, name) VALUES (?1, ?2)
+                     ON CONFLICT DO NOTHING",
+                    params![account, name],
+                )
+            } else {
+                c.execute(
+                    "DELETE FROM subscriptions WHERE account_id = ?1 AND name = ?2",
+                    params![account, name],
+                )
+            }
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mailbox(&self, account: AccountId, mailbox: MailboxId) -> Result<MailboxRecord> {
+        self.read(move |c| mailbox_by_id(c, account, mailbox)).await
+    }
+
+    async fn mailbox_counts(&self, mailbox: MailboxId) -> Result<MailboxCounts> {
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT count(*), coalesce(sum(flags & 1 = 0), 0), coalesce(sum(flags & 8 != 0), 0),
+                        coalesce(sum(size), 0)
+                 FROM mailbox_messages WHERE mailbox_id = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row([mailbox], |r| {
+                    Ok(MailboxCounts {
+                        messages: r.get::<_, i64>(0)? as u64,
+                        unseen: r.get::<_, i64>(1)? as u64,
+                        deleted: r.get::<_, i64>(2)? as u64,
+                        size: r.get::<_, i64>(3)? as u64,
+                    })
+                })
+            })
+            .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn mailbox_entries(&self, mailbox: MailboxId) -> Result<Vec<MessageEntry>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {ENTRY_COLUMNS} WHERE mailbox_id = ?1 ORDER BY uid"
+                ))
+                .map_err(map_err)?;
+            let rows = st.query_map([mailbox], entry_row).map_err(map_err)?;
+            let rows = rows
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(map_err)?;
+            rows.into_iter().map(to_entry).collect()
+        })
+        .await
+    }
+
+    async fn mailbox_delta(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        since: u64,
+    ) -> Result<MailboxDelta> {
+        self.read(move |c| {
+            // One read transaction, so that the record and the changes agree.
+            c.execute_batch("BEGIN").map_err(map_err)?;
+            let out = (|| {
+                let record = mailbox_by_id(c, account, mailbox)?;
+                if record.highestmodseq <= since {
+                    return Ok(MailboxDelta {
+                        mailbox: record,
+                        changed: vec![],
+                        expunged: vec![],
+                    });
+                }
+                let mut st = c
+                    .prepare_cached(&format!(
+                        "SELECT {ENTRY_COLUMNS} WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid"
+                    ))
+                    .map_err(map_err)?;
+                let rows = st
+                    .query_map(params![mailbox, since as i64], entry_row)
+                    .map_err(map_err)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(map_err)?;
+                let changed = rows.into_iter().map(to_entry).collect::<Result<Vec<_>>>()?;
+                let mut st = c
+                    .prepare_cached(
+                        "SELECT DISTINCT uid FROM changes WHERE mailbox_id = ?1 AND modseq > ?2
+                           AND kind = 'expunge' ORDER BY uid",
+                    )
+                    .map_err(map_err)?;
+                let expunged = st
+                    .query_map(params![mailbox, since as i64], |r| r.get::<_, i64>(0))
+                    .map_err(map_err)?
+                    .map(|u| u.map(|u| u as u32))
+                    .collect::<rusqlite::Result<Vec<u32>>>()
+                    .map_err(map_err)?;
+                Ok(MailboxDelta {
+                    mailbox: record,
+                    changed,
+                    expunged,
+                })
+            })();
+            let _ = c.execute_batch("COMMIT");
+            out
+        })
+        .await
+    }
+
+    async fn append(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        messages: Arc<Vec<AppendRequest>>,
+        write_blob: bool,
+    ) -> Result<Vec<Appended>> {
+        self.write(move |c| {
+            let record = mailbox_by_id(c, account, mailbox)?;
+            let now = now_unix();
+            let modseq = bump_modseq(c, account)?;
+            let mut out = Vec::new();
+            for m in messages.iter() {
+                insert_message(c, &m.message, write_blob, now)?;
+                let uid = add_entry(
+                    c,
+                    account,
+                    mailbox,
+                    &m.message.blob.hash.to_hex(),
+                    m.message.blob.size as i64,
+                    m.flags,
+                    &keywords_to_text(&m.keywords),
+                    modseq,
+                    m.message.received_at,
+                )?;
+                out.push(Appended {
+                    uidvalidity: record.uidvalidity,
+                    uid,
+                    modseq: modseq as u64,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn update_flags(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uids: &[u32],
+        change: &FlagChange,
+    ) -> Result<FlagOutcome> {
+        let uids = uids.to_vec();
+        let change = change.clone();
+        self.write(move |c| {
+            mailbox_by_id(c, account, mailbox)?;
+            let mut outcome = FlagOutcome::default();
+            let mut to_change = Vec::new();
+            for uid in uids {
+                let Some(e) = entry(c, mailbox, uid)? else {
+                    continue;
+                };
+                if change.unchanged_since.is_some_and(|since| e.modseq > since) {
+                    outcome.modified.push(uid);
+                    continue;
+                }
+                let (flags, keywords) = change.apply(e.flags, &e.keywords);
+                if flags == e.flags && keywords == e.keywords {
+                    outcome.updated.push(e);
+                } else {
+                    to_change.push(MessageEntry {
+                        flags,
+                        keywords,
+                        ..e
+                    });
+                }
+            }
+            if !to_change.is_empty() {
+                let modseq = bump_modseq(c, account)?;
+                for e in &mut to_change {
+                    e.modseq = modseq as u64;
+                    c.prepare_cached(
+                        "UPDATE mailbox_messages SET flags = ?3, keywords = ?4, modseq = ?5
+                         WHERE mailbox_id = ?1 AND uid = ?2",
+                    )
+                    .and_then(|mut st| {
+                        st.execute(params![
+                            mailbox,
+                            e.uid as i64,
+                            e.flags,
+                            keywords_to_text(&e.keywords),
+                            modseq
+                        ])
+                    })
+                    .map_err(map_err)?;
+                }
+                c.prepare_cached("UPDATE mailboxes SET highestmodseq = ?1 WHERE id = ?2")
+                    .and_then(|mut st| st.execute(params![modseq, mailbox]))
+                    .map_err(map_err)?;
+                outcome.updated.extend(to_change);
+                outcome.updated.sort_by_key(|e| e.uid);
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn copy_messages(
+        &self,
+        account: AccountId,
+        from: MailboxId,
+        uids: &[u32],
+        to: MailboxId,
+        remove_source: bool,
+    ) -> Result<CopyOutcome> {
+        let uids = uids.to_vec();
+        self.write(move |c| {
+            mailbox_by_id(c, account, from)?;
+            let target = mailbox_by_id(c, account, to)?;
+            let mut sources = Vec::new();
+            for uid in uids {
+                if let Some(e) = entry(c, from, uid)? {
+                    sources.push(e);
+                }
+            }
+            let mut outcome = CopyOutcome {
+                uidvalidity: target.uidvalidity,
+                pairs: Vec::new(),
+            };
+            if sources.is_empty() {
+                return Ok(outcome);
+            }
+            let modseq = bump_modseq(c, account)?;
+            for e in &sources {
+                let uid = add_entry(
+                    c,
+                    account,
+                    to,
+                    &e.hash.to_hex(),
+                    e.size as i64,
+                    e.flags,
+                    &keywords_to_text(&e.keywords),
+                    modseq,
+                    e.internal_date,
+                )?;
+                outcome.pairs.push((e.uid, uid));
+            }
+            if remove_source {
+                let uids: Vec<u32> = sources.iter().map(|e| e.uid).collect();
+                remove_entries(c, account, from, &uids, modseq)?;
+            }
+            Ok(outcome)
         })
         .await
     }
