@@ -137,7 +137,7 @@ class TrimaranTarget:
         self.proc = subprocess.Popen(
             [trimaran_bin(), "--data-dir", str(self.data), "--store", self.store, "serve",
              "--smtp", f"127.0.0.1:{self.port}", "--submission", "none", "--submissions", "none",
-             "--pop3", "none", "--pop3s", "none"],
+             "--pop3", "none", "--pop3s", "none", "--imap", "none", "--imaps", "none"],
             stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"})
         wait_for_banner(self.port, proc=self.proc)
 

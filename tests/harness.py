@@ -127,8 +127,9 @@ class Server:
         self.data_dir = pathlib.Path(data_dir or workdir / "data")
         self.log_path = workdir / "server.log"
         (self.smtp_port, self.submission_port, self.submissions_port,
-         self.pop3_port, self.pop3s_port) = free_ports(5)
+         self.pop3_port, self.pop3s_port, self.imap_port, self.imaps_port) = free_ports(7)
         self.extra_args = list(extra_args)
+        self.config = None  # a TOML file passed with --config
         if share_store_of is not None:
             # A second process on the same store, as in a cluster.
             self.store, self.db, self.pg = share_store_of.store, share_store_of.db, share_store_of.pg
@@ -145,12 +146,15 @@ class Server:
     def start(self, timeout=30):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [trimaran_bin(), "--data-dir", str(self.data_dir), "--store", self.store, "serve",
+            [trimaran_bin(), "--data-dir", str(self.data_dir), "--store", self.store,
+             *(["--config", str(self.config)] if self.config else []), "serve",
              "--smtp", f"127.0.0.1:{self.smtp_port}",
              "--submission", f"127.0.0.1:{self.submission_port}",
              "--submissions", f"127.0.0.1:{self.submissions_port}",
              "--pop3", f"127.0.0.1:{self.pop3_port}",
              "--pop3s", f"127.0.0.1:{self.pop3s_port}",
+             "--imap", f"127.0.0.1:{self.imap_port}",
+             "--imaps", f"127.0.0.1:{self.imaps_port}",
              "--hostname", "mx.trimaran.test", *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_banner(self.smtp_port, timeout, self.proc)

@@ -195,3 +195,37 @@ def test_logins_during_an_outage_are_temporary_failures(make_server, own_pg):
     p.user("alice@example.test")
     p.pass_("right")
     p.quit()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_imap_during_an_outage_says_unavailable_and_loses_nothing(make_server, own_pg):
+    """G2 for IMAP: store trouble is NO [UNAVAILABLE], never a wrong answer or a lost change."""
+    import imaplib
+    from smtpwire import unverified_context
+    server = make_server("--store-wait", "2", pg_instance=own_pg, accounts=())
+    server.add_account("alice@example.test", "right")
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as s:
+        s.sendmail("b@elsewhere.test", ["alice@example.test"], b"Subject: one\r\n\r\nbody\r\n")
+    m = imaplib.IMAP4_SSL("127.0.0.1", server.imaps_port, ssl_context=unverified_context(), timeout=30)
+    m.login("alice@example.test", "right")
+    assert m.select("INBOX") == ("OK", [b"1"])
+    own_pg.stop("immediate")
+    try:
+        for command in [lambda: m.store("1", "+FLAGS", "\\Flagged"),
+                        lambda: m.create("New"),
+                        lambda: m.status("INBOX", "(MESSAGES)"),
+                        lambda: m.append("INBOX", None, None, b"Subject: two\r\n\r\nbody\r\n"),
+                        lambda: m.fetch("1", "(BODY[])")]:
+            typ, data = command()
+            assert typ == "NO" and b"[UNAVAILABLE]" in data[0], (typ, data)
+        m2 = imaplib.IMAP4_SSL("127.0.0.1", server.imaps_port, ssl_context=unverified_context(), timeout=30)
+        with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
+            m2.login("alice@example.test", "right")
+    finally:
+        own_pg.start()
+    # Nothing half-done: the refused STORE and APPEND did not happen, the session goes on.
+    typ, data = m.fetch("1", "(FLAGS)")
+    assert typ == "OK" and b"\\Flagged" not in data[0], data
+    assert m.status("INBOX", "(MESSAGES)")[1][0].endswith(b"(MESSAGES 1)")
+    assert m.append("INBOX", None, None, b"Subject: two\r\n\r\nbody\r\n")[0] == "OK"
+    m.logout()

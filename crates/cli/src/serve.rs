@@ -9,6 +9,7 @@ use clap::Args;
 use trimaran_core::config::{Config, ListenAddr};
 use trimaran_core::store::{Store, StoreUrl};
 use trimaran_core::{tls, Core};
+use trimaran_imap::{ImapKind, ImapListener, ImapServer};
 use trimaran_pop3::listener::Pop3Kind;
 use trimaran_pop3::{Pop3Listener, Pop3Server};
 use trimaran_smtp::{Listener, ListenerKind, SmtpServer};
@@ -30,6 +31,12 @@ pub struct ServeArgs {
     /// POP3 listener with implicit TLS, or "none" [default: 0.0.0.0:2995]
     #[arg(long, value_name = "ADDR")]
     pop3s: Option<ListenAddr>,
+    /// IMAP listener with STARTTLS, or "none" [default: 0.0.0.0:2143]
+    #[arg(long, value_name = "ADDR")]
+    imap: Option<ListenAddr>,
+    /// IMAP listener with implicit TLS, or "none" [default: 0.0.0.0:2993]
+    #[arg(long, value_name = "ADDR")]
+    imaps: Option<ListenAddr>,
     /// Host name used in greetings and Received: fields [default: the system's host name]
     #[arg(long, value_name = "NAME")]
     hostname: Option<String>,
@@ -66,6 +73,12 @@ impl ServeArgs {
         }
         if let Some(a) = self.pop3s {
             config.listen.pop3s = a;
+        }
+        if let Some(a) = self.imap {
+            config.listen.imap = a;
+        }
+        if let Some(a) = self.imaps {
+            config.listen.imaps = a;
         }
         if let Some(h) = self.hostname {
             config.hostname = h;
@@ -111,9 +124,14 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         (Pop3Kind::Plain, config.listen.pop3),
         (Pop3Kind::Tls, config.listen.pop3s),
     ];
+    let imap_listeners = [
+        (ImapKind::Plain, config.listen.imap),
+        (ImapKind::Tls, config.listen.imaps),
+    ];
     let core = Core::new(store, Arc::new(config));
     let smtp = SmtpServer::new(core.clone(), Some(tls.clone()));
-    let pop3 = Pop3Server::new(core, Some(tls));
+    let pop3 = Pop3Server::new(core.clone(), Some(tls.clone()));
+    let imap = ImapServer::new(core, Some(tls));
     let mut tasks = Vec::new();
     for (kind, addr) in listeners {
         let Some(addr) = addr.0 else { continue };
@@ -131,16 +149,25 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(listener = if kind == Pop3Kind::Tls { "pop3s" } else { "pop3" }, %addr, "listening");
         tasks.push(tokio::spawn(pop3.clone().run(listener)));
     }
+    for (kind, addr) in imap_listeners {
+        let Some(addr) = addr.0 else { continue };
+        let listener = ImapListener::bind(kind, addr)
+            .await
+            .with_context(|| format!("listening for IMAP ({kind:?}) on {addr}"))?;
+        tracing::info!(listener = if kind == ImapKind::Tls { "imaps" } else { "imap" }, %addr, "listening");
+        tasks.push(tokio::spawn(imap.clone().run(listener)));
+    }
     if tasks.is_empty() {
         anyhow::bail!("every listener is disabled; nothing to serve");
     }
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; open transactions may finish");
-    let (smtp_left, pop3_left) = tokio::join!(
+    let (smtp_left, pop3_left, imap_left) = tokio::join!(
         smtp.shut_down(SHUTDOWN_GRACE),
-        pop3.shut_down(SHUTDOWN_GRACE)
+        pop3.shut_down(SHUTDOWN_GRACE),
+        imap.shut_down(SHUTDOWN_GRACE)
     );
-    let left = smtp_left + pop3_left;
+    let left = smtp_left + pop3_left + imap_left;
     if left > 0 {
         // Their clients were not answered, so they still hold the mail and will retry.
         tracing::warn!(

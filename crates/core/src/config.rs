@@ -47,6 +47,10 @@ pub struct Listen {
     pub pop3: ListenAddr,
     /// POP3 over implicit TLS (RFC 8314).
     pub pop3s: ListenAddr,
+    /// IMAP with STARTTLS (RFC 9051 §6.2.1).
+    pub imap: ListenAddr,
+    /// IMAP over implicit TLS (RFC 8314).
+    pub imaps: ListenAddr,
 }
 
 impl Default for Listen {
@@ -57,6 +61,8 @@ impl Default for Listen {
             submissions: listen("0.0.0.0:2465"),
             pop3: listen("0.0.0.0:2110"),
             pop3s: listen("0.0.0.0:2995"),
+            imap: listen("0.0.0.0:2143"),
+            imaps: listen("0.0.0.0:2993"),
         }
     }
 }
@@ -137,6 +143,45 @@ impl Default for Pop3Limits {
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
+pub struct ImapLimits {
+    pub max_connections_per_ip: usize,
+    pub max_connections: usize,
+    /// Sessions one account may have open at once.
+    pub max_sessions_per_account: usize,
+    /// Seconds before an authenticated idle session is logged out (RFC 9051 §5.4: at least 30
+    /// minutes).
+    pub idle_timeout: u64,
+    /// Seconds before a session that has not logged in is closed (RFC 9051 §5.4 allows less).
+    pub login_timeout: u64,
+    /// Longest command line without its literals, including CRLF.
+    pub max_command_line: usize,
+    /// Largest message APPEND accepts (RFC 7889 APPENDLIMIT).
+    pub max_message_size: usize,
+    /// Largest literal in any other command.
+    pub max_literal: usize,
+    pub max_errors: usize,
+    pub max_auth_failures: usize,
+}
+
+impl Default for ImapLimits {
+    fn default() -> Self {
+        ImapLimits {
+            max_connections_per_ip: 50,
+            max_connections: 5000,
+            max_sessions_per_account: 50,
+            idle_timeout: 1800,
+            login_timeout: 60,
+            max_command_line: 65536,
+            max_message_size: 50 * 1024 * 1024,
+            max_literal: 64 * 1024,
+            max_errors: 50,
+            max_auth_failures: 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite:PATH` or `postgres://...`; default `sqlite:<data_dir>/trimaran.db`.
@@ -149,6 +194,7 @@ pub struct Config {
     pub tls: TlsFiles,
     pub smtp: SmtpLimits,
     pub pop3: Pop3Limits,
+    pub imap: ImapLimits,
     /// Failed-login throttling, for every protocol together.
     pub login_throttle: crate::throttle::ThrottleConfig,
 }
@@ -164,6 +210,7 @@ impl Default for Config {
             tls: TlsFiles::default(),
             smtp: SmtpLimits::default(),
             pop3: Pop3Limits::default(),
+            imap: ImapLimits::default(),
             login_throttle: crate::throttle::ThrottleConfig::default(),
         }
     }

@@ -1,0 +1,13 @@
+//! IMAP: `parser` turns bytes into commands, `commands` carries them out (one module per
+//! command), `fetch` builds message data from what the store parsed at delivery, `session`
+//! holds a connection's state and `listener` accepts connections.
+
+pub mod commands;
+pub mod fetch;
+pub mod listener;
+pub mod parser;
+pub mod response;
+pub mod session;
+pub mod utf7;
+
+pub use listener::{ImapKind, ImapListener, ImapServer};

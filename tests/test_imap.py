@@ -1,0 +1,432 @@
+"""IMAP4rev2/IMAP4rev1 (RFC 9051, RFC 3501) and extensions, with Python's imaplib and raw
+sockets, on SQLite and PostgreSQL."""
+
+import imaplib
+import re
+import smtplib
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+
+from smtpwire import unverified_context, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+PASSWORD = "imap secret"
+ALICE = "alice@example.test"
+
+
+def send(server, body, to=ALICE, sender="bob@elsewhere.test"):
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as s:
+        s.sendmail(sender, [to], body)
+
+
+def message(i, subject=None, extra=""):
+    subject = subject or f"message {i}"
+    return (f"From: Bob <bob@elsewhere.test>\r\nTo: Alice <alice@example.test>\r\n"
+            f"Subject: {subject}\r\nDate: Tue, 24 Nov 2026 10:0{i % 10}:00 +0000\r\n"
+            f"Message-ID: <m{i}@elsewhere.test>\r\n{extra}\r\nbody of message {i}\r\n").encode()
+
+
+@pytest.fixture
+def box(make_server):
+    server = make_server(accounts=())
+    server.add_account(ALICE, PASSWORD)
+    for i in range(1, 4):
+        send(server, message(i))
+    return server
+
+
+def connect(server, implicit=False):
+    if implicit:
+        return imaplib.IMAP4_SSL("127.0.0.1", server.imaps_port, ssl_context=unverified_context(), timeout=30)
+    m = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=30)
+    m.starttls(ssl_context=unverified_context())
+    return m
+
+
+def login(server, implicit=False, user=ALICE):
+    m = connect(server, implicit)
+    m.login(user, PASSWORD)
+    return m
+
+
+def ok(result):
+    typ, data = result
+    assert typ == "OK", (typ, data)
+    return data
+
+
+class Raw:
+    """A raw IMAP client over TLS, for exact wire checks."""
+
+    def __init__(self, server, login_as=ALICE):
+        sock = socket.create_connection(("127.0.0.1", server.imaps_port), timeout=30)
+        self.s = unverified_context().wrap_socket(sock)
+        self.f = self.s.makefile("rb")
+        self.n = 0
+        self.greeting = self.f.readline()
+        if login_as:
+            self.cmd(f'LOGIN "{login_as}" "{PASSWORD}"')
+
+    def send(self, data):
+        self.s.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def line(self):
+        return self.f.readline()
+
+    def cmd(self, text, expect="OK"):
+        """Sends one command; returns (untagged lines with literals inlined, tagged line)."""
+        self.n += 1
+        tag = f"t{self.n}"
+        self.send(f"{tag} {text}\r\n")
+        return self.read_until(tag, expect)
+
+    def read_until(self, tag, expect="OK"):
+        lines = []
+        while True:
+            line = self.f.readline()
+            assert line, "connection closed"
+            m = re.search(rb"\{(\d+)\}\r\n$", line)
+            while m:
+                line += self.f.read(int(m.group(1)))
+                more = self.f.readline()
+                line += more
+                m = re.search(rb"\{(\d+)\}\r\n$", more)
+            if line.startswith(tag.encode() + b" "):
+                if expect:
+                    assert line.split()[1].decode() == expect, (line, lines)
+                return lines, line
+            lines.append(line)
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
+def test_greeting_capabilities_and_logindisabled_before_tls(box):
+    m = imaplib.IMAP4("127.0.0.1", box.imap_port, timeout=30)
+    caps = m.capabilities
+    assert "STARTTLS" in caps and "LOGINDISABLED" in caps and "AUTH=PLAIN" not in caps
+    with pytest.raises(imaplib.IMAP4.error):
+        m._simple_command("LOGIN", ALICE, PASSWORD)
+    m.starttls(ssl_context=unverified_context())
+    typ, data = m.capability()
+    caps = data[0].decode().split()
+    for cap in ["IMAP4rev1", "IMAP4rev2", "AUTH=PLAIN", "SASL-IR", "IDLE", "UIDPLUS", "MOVE",
+                "CONDSTORE", "QRESYNC", "ESEARCH", "SPECIAL-USE", "LITERAL+", "UTF8=ACCEPT"]:
+        assert cap in caps, cap
+    assert "STARTTLS" not in caps and "LOGINDISABLED" not in caps
+    m.login(ALICE, PASSWORD)
+    m.logout()
+
+
+def test_wrong_password_and_authenticate_plain(box):
+    m = connect(box)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        m.login(ALICE, "wrong")
+    m.authenticate("PLAIN", lambda _: f"\0{ALICE}\0{PASSWORD}".encode())
+    assert m.state == "AUTH"
+    m.logout()
+
+
+def test_select_fetch_and_flags(box):
+    m = login(box, implicit=True)
+    data = ok(m.select("INBOX"))
+    assert data == [b"3"]
+    assert m.untagged_responses.get("UIDVALIDITY")
+    data = ok(m.fetch("1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE)"))
+    assert len(data) == 3
+    assert b"UID 1 " in data[0] and b"FLAGS ()" in data[0]
+    body = ok(m.fetch("2", "(BODY.PEEK[])"))[0][1]
+    assert b"Subject: message 2" in body and b"body of message 2" in body
+    flags = ok(m.fetch("2", "(FLAGS)"))[0]
+    assert b"\\Seen" not in flags, "PEEK must not set \\Seen"
+    ok(m.fetch("2", "(BODY[TEXT])"))
+    assert b"\\Seen" in ok(m.fetch("2", "(FLAGS)"))[0]
+    ok(m.store("1", "+FLAGS", "(\\Flagged $Work)"))
+    resp = ok(m.fetch("1", "(FLAGS)"))[0]
+    assert b"\\Flagged" in resp and b"$Work" in resp
+    ok(m.store("1", "-FLAGS", "($Work)"))
+    assert b"$Work" not in ok(m.fetch("1", "(FLAGS)"))[0]
+    hdr = ok(m.fetch("3", "(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])"))[0][1]
+    assert hdr == b"From: Bob <bob@elsewhere.test>\r\nSubject: message 3\r\n\r\n"
+    env = ok(m.fetch("3", "(ENVELOPE)"))[0]
+    assert b'"message 3"' in env and b'(("Bob" NIL "bob" "elsewhere.test"))' in env
+    bs = ok(m.fetch("3", "(BODYSTRUCTURE)"))[0]
+    assert bs.startswith(b'3 (BODYSTRUCTURE ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit"'), bs
+    m.logout()
+
+
+def test_bad_input_is_answered_and_changes_nothing(box):
+    r = Raw(box)
+    _, tagged = r.cmd("SELECT INBOX")
+    for bad in ["FETCH 99 (FLAGS)", "FETCH 1 (BOGUS)", "STORE 1 +FLAGS (\\Bogus)", "FETCH",
+                "UID FETCH 1:* (BODY[1.MIME]<0.-1>)", "SEARCH CHARSET KOI8-R TEXT x"]:
+        r.n += 1
+        r.send(f"t{r.n} {bad}\r\n")
+        _, tagged = r.read_until(f"t{r.n}", expect=None)
+        assert tagged.split()[1] in (b"BAD", b"NO"), (bad, tagged)
+    r.send(b"* NOOP\r\n")
+    assert r.line().startswith(b"* BAD")
+    r.send(b"t99 LOGIN {5}\r\n")
+    assert r.line().startswith(b"+ ")
+    r.send(b"alice pw\r\n")
+    assert r.line().startswith(b"t99 BAD")  # already authenticated
+    r.send(b"\xff\xfe NOOP\r\n")
+    assert b"BAD" in r.line()
+    lines, _ = r.cmd("FETCH 1:* (FLAGS)")
+    assert len(lines) == 3
+    r.close()
+
+
+def test_append_uidplus_and_literal_plus(box):
+    r = Raw(box)
+    msg = b"From: alice@example.test\r\nSubject: draft\r\n\r\nhello\r\n"
+    r.send(f"a1 APPEND Drafts (\\Draft \\Seen) \" 1-Jan-2026 10:00:00 +0100\" {{{len(msg)}+}}\r\n".encode()
+           + msg + b"\r\n")
+    _, tagged = r.read_until("a1")
+    m = re.search(rb"\[APPENDUID (\d+) (\d+)\]", tagged)
+    assert m and m.group(2) == b"1", tagged
+    lines, _ = r.cmd("SELECT Drafts")
+    assert any(b"1 EXISTS" in l for l in lines)
+    lines, _ = r.cmd("FETCH 1 (FLAGS INTERNALDATE BODY.PEEK[])")
+    assert b"\\Draft" in lines[0] and b'"01-Jan-2026 09:00:00 +0000"' in lines[0]
+    assert msg in lines[0]
+    # A synchronising literal: the server asks for the data.
+    r.send(f"a2 APPEND Drafts {{{len(msg)}}}\r\n".encode())
+    assert r.line().startswith(b"+ ")
+    r.send(msg + b"\r\n")
+    _, tagged = r.read_until("a2")
+    assert b"APPENDUID" in tagged
+    # MULTIAPPEND: several messages in one command (RFC 3502).
+    r.send(f"a3 APPEND Drafts {{{len(msg)}+}}\r\n".encode() + msg + f" {{{len(msg)}+}}\r\n".encode() + msg + b"\r\n")
+    _, tagged = r.read_until("a3")
+    assert b"APPENDUID" in tagged and b" 3:4]" in tagged, tagged
+    r.cmd("NOOP")
+    # Nonexistent mailbox: TRYCREATE.
+    r.send(f"a4 APPEND Nope {{{len(msg)}+}}\r\n".encode() + msg + b"\r\n")
+    _, tagged = r.read_until("a4", expect="NO")
+    assert b"TRYCREATE" in tagged
+    r.close()
+
+
+def test_appendlimit_refuses_oversize_literal(make_server):
+    server = make_server(accounts=())
+    server.add_account(ALICE, PASSWORD)
+    r = Raw(server)
+    r.send(b"a1 APPEND INBOX {999999999}\r\n")
+    line = r.line()
+    assert line.startswith(b"a1 NO [TOOBIG]"), line
+    r.cmd("NOOP")
+    r.close()
+
+
+def test_mailboxes_create_rename_delete_subscribe_special_use(box):
+    m = login(box)
+    ok(m.create("Projects/2026/Q4"))
+    data = ok(m.list('""', "*"))
+    names = [d.decode() for d in data]
+    assert any('"Projects/2026/Q4"' in n or "Projects/2026/Q4" in n for n in names), names
+    assert any("\\Sent" in n and "Sent" in n for n in names)
+    assert any("Projects" in n and "\\HasChildren" in n for n in names)
+    typ, data = m.delete("Projects")
+    assert typ == "NO" and b"HASCHILDREN" in data[0]
+    ok(m.rename("Projects", "Work"))
+    names = b" ".join(ok(m.list('""', "Work/*")))
+    assert b"Work/2026/Q4" in names and b"Projects" not in names
+    assert ok(m.list('""', "%")) and b"Work/2026" not in b" ".join(ok(m.list('""', "%")))
+    ok(m.subscribe("Work/2026/Q4"))
+    assert b"Work/2026/Q4" in b" ".join(ok(m.lsub('""', "*")))
+    ok(m.unsubscribe("Work/2026/Q4"))
+    assert b"Work/2026/Q4" not in b" ".join(ok(m.lsub('""', "*")))
+    ok(m.delete("Work/2026/Q4"))
+    ok(m.delete("Work/2026"))
+    ok(m.delete("Work"))
+    typ, data = m.create("INBOX")
+    assert typ == "NO"
+    typ, _ = m.delete("INBOX")
+    assert typ == "NO"
+    typ, data = m.select("Nope")
+    assert typ == "NO" and b"NONEXISTENT" in data[0]
+    m.logout()
+
+
+def test_international_mailbox_names_utf7_and_utf8(box):
+    r = Raw(box)
+    r.cmd('CREATE "&vBvHQA- &07jJwNVo-/&ZeVnLIqe-"')  # 받은 편지함/日本語 in modified UTF-7
+    lines, _ = r.cmd('LIST "" "*"')
+    assert any(b'"&vBvHQA- &07jJwNVo-/&ZeVnLIqe-"' in l for l in lines), lines
+    r.cmd("ENABLE UTF8=ACCEPT")
+    lines, _ = r.cmd('LIST "" "*"')
+    assert any("받은 편지함/日本語".encode() in l for l in lines), "".join(l.decode("utf-8", "replace") for l in lines)
+    r.cmd('CREATE "Ελληνικά"'.encode().decode())
+    r.close()
+    r = Raw(box)
+    lines, _ = r.cmd('LIST "" "*"')
+    assert any(b"&A5UDuwO7A7cDvQO5A7oDrA-" in l for l in lines), lines
+    r.close()
+
+
+def test_status_and_list_status(box):
+    m = login(box)
+    data = ok(m.status("INBOX", "(MESSAGES UNSEEN UIDNEXT UIDVALIDITY SIZE HIGHESTMODSEQ DELETED)"))
+    text = data[0].decode()
+    assert "MESSAGES 3" in text and "UNSEEN 3" in text and "UIDNEXT 4" in text and "DELETED 0" in text
+    size = int(re.search(r"SIZE (\d+)", text).group(1))
+    assert size > 3 * 100
+    r = Raw(box)
+    lines, _ = r.cmd('LIST "" "*" RETURN (STATUS (MESSAGES UNSEEN) SPECIAL-USE)')
+    assert any(l.startswith(b'* STATUS "INBOX" (MESSAGES 3 UNSEEN 3)') for l in lines), lines
+    r.close()
+    m.logout()
+
+
+def test_copy_move_expunge_uidplus(box):
+    r = Raw(box)
+    r.cmd("SELECT INBOX")
+    _, tagged = r.cmd("UID COPY 1:2 Archive")
+    assert re.search(rb"\[COPYUID \d+ 1:2 1:2\] ", tagged), tagged
+    lines, _ = r.cmd("UID MOVE 3 Archive")
+    assert re.match(rb"\* OK \[COPYUID \d+ 3 3\]", lines[0]), lines
+    assert lines[1:] == [b"* 3 EXPUNGE\r\n"], lines
+    _, tagged = r.cmd("COPY 1 Nope", expect="NO")
+    assert b"TRYCREATE" in tagged
+    r.close()
+    m = login(box)
+    assert ok(m.select("Archive")) == [b"3"]
+    ok(m.select("INBOX"))
+    ok(m.store("1", "+FLAGS", "\\Deleted"))
+    data = ok(m.expunge())
+    assert data == [b"1"]
+    assert ok(m.select("INBOX")) == [b"1"]
+    ok(m.store("1", "+FLAGS", "\\Deleted"))
+    ok(m.close())
+    assert ok(m.select("INBOX")) == [b"0"]
+    m.logout()
+
+
+def test_search_keys_and_esearch(box):
+    send(box, message(4, subject="=?UTF-8?B?7ZWc6riA66Gc65CcIOygnOuqqQ==?=",
+                      extra="Content-Type: text/plain; charset=utf-8\r\n"))
+    m = login(box)
+    ok(m.select("INBOX"))
+    ok(m.store("2", "+FLAGS", "\\Seen"))
+    assert ok(m.search(None, "ALL")) == [b"1 2 3 4"]
+    assert ok(m.search(None, "SEEN")) == [b"2"]
+    assert ok(m.search(None, "UNSEEN")) == [b"1 3 4"]
+    assert ok(m.search(None, "SUBJECT", '"MESSAGE 3"')) == [b"3"]
+    assert ok(m.search(None, "FROM", "bob")) == [b"1 2 3 4"]
+    assert ok(m.search(None, "BODY", "message 2")) == [b"2"]
+    assert ok(m.search(None, "OR", "SEEN", "SUBJECT", '"message 1"')) == [b"1 2"]
+    assert ok(m.search(None, "NOT", "SEEN", "1:2")) == [b"1"]
+    assert ok(m.uid("SEARCH", "UID", "2:*")) == [b"2 3 4"]
+    assert ok(m.search(None, "LARGER", "10", "SMALLER", "100000")) == [b"1 2 3 4"]
+    assert ok(m.search(None, "SINCE", "1-Jan-2020")) == [b"1 2 3 4"]
+    assert ok(m.search(None, "BEFORE", "1-Jan-2020")) == [b""]
+    # Korean: a two-syllable query inside a longer word of an encoded-word subject.
+    m.literal = "글로".encode()
+    assert ok(m.search("UTF-8", "SUBJECT")) == [b"4"]
+    r = Raw(box)
+    r.cmd("SELECT INBOX")
+    lines, _ = r.cmd("SEARCH RETURN (MIN MAX COUNT) ALL")
+    assert lines == [b'* ESEARCH (TAG "t3") MIN 1 MAX 4 COUNT 4\r\n'], lines
+    lines, _ = r.cmd("UID SEARCH RETURN (SAVE) SEEN")
+    assert lines == []
+    lines, _ = r.cmd("FETCH $ (UID)")
+    assert lines == [b"* 2 FETCH (UID 2)\r\n"], lines
+    r.close()
+    m.logout()
+
+
+def test_two_sessions_see_each_others_changes_and_idle(box):
+    a = Raw(box)
+    b = Raw(box)
+    a.cmd("SELECT INBOX")
+    b.cmd("SELECT INBOX")
+    a.cmd("STORE 1 +FLAGS.SILENT (\\Flagged)")
+    lines, _ = b.cmd("NOOP")
+    assert any(b"FETCH" in l and b"\\Flagged" in l for l in lines), lines
+    # IDLE wakes on a delivery within a second.
+    b.send(b"i1 IDLE\r\n")
+    assert b.line().startswith(b"+ ")
+    start = time.monotonic()
+    send(box, message(9))
+    line = b.line()
+    elapsed = time.monotonic() - start
+    assert line == b"* 4 EXISTS\r\n", line
+    assert elapsed < 1.5, elapsed
+    b.send(b"DONE\r\n")
+    b.read_until("i1")
+    # An expunge in one session reaches the other as EXPUNGE.
+    a.cmd("STORE 2 +FLAGS.SILENT (\\Deleted)")
+    a.cmd("EXPUNGE")
+    lines, _ = b.cmd("NOOP")
+    assert b"* 2 EXPUNGE\r\n" in lines, lines
+    a.close()
+    b.close()
+
+
+def test_condstore_and_qresync(box):
+    r = Raw(box)
+    r.cmd("ENABLE QRESYNC")
+    lines, _ = r.cmd("SELECT INBOX")
+    hms = int(re.search(rb"HIGHESTMODSEQ (\d+)", b"".join(lines)).group(1))
+    validity = int(re.search(rb"UIDVALIDITY (\d+)", b"".join(lines)).group(1))
+    lines, _ = r.cmd("STORE 1 +FLAGS (\\Seen)")
+    ms1 = int(re.search(rb"MODSEQ \((\d+)\)", lines[0]).group(1))
+    assert ms1 > hms
+    _, tagged = r.cmd(f"STORE 1 (UNCHANGEDSINCE {hms}) +FLAGS (\\Answered)")
+    assert b"[MODIFIED 1]" in tagged, tagged
+    lines, _ = r.cmd(f"UID FETCH 1:* (FLAGS) (CHANGEDSINCE {hms})")
+    assert len(lines) == 1 and b"UID 1" in lines[0] and b"MODSEQ" in lines[0], lines
+    r.cmd("STORE 3 +FLAGS.SILENT (\\Deleted)")
+    lines, _ = r.cmd("EXPUNGE")
+    assert b"* VANISHED 3\r\n" in lines, lines
+    r.cmd("UNSELECT")
+    lines, _ = r.cmd(f"SELECT INBOX (QRESYNC ({validity} {hms}))")
+    assert b"* VANISHED (EARLIER) 3\r\n" in lines, lines
+    assert any(b"FETCH (UID 1" in l for l in lines), lines
+    r.close()
+
+
+def test_idle_sees_another_process_on_the_same_store(make_server, backend):
+    if backend == "sqlite":
+        pytest.skip("two processes share a store only on PostgreSQL in this test")
+    first = make_server(accounts=())
+    first.add_account(ALICE, PASSWORD)
+    second = make_server(accounts=(), domain=None, share_store_of=first)
+    b = Raw(second)
+    b.cmd("SELECT INBOX")
+    b.send(b"i1 IDLE\r\n")
+    assert b.line().startswith(b"+ ")
+    start = time.monotonic()
+    send(first, message(1))
+    line = b.line()
+    assert line == b"* 1 EXISTS\r\n"
+    assert time.monotonic() - start < 3.5
+    b.close()
+
+
+def test_per_account_session_limit(make_server, tmp_path):
+    config = tmp_path / "limits.toml"
+    config.write_text("[imap]\nmax_sessions_per_account = 2\n")
+    server = make_server(accounts=(), start=False)
+    server.config = config
+    server.add_account(ALICE, PASSWORD)
+    server.start()
+    first, second = Raw(server), Raw(server)
+    third = Raw(server, login_as=None)
+    _, tagged = third.cmd(f'LOGIN "{ALICE}" "{PASSWORD}"', expect="NO")
+    assert b"[LIMIT]" in tagged
+    first.cmd("LOGOUT")
+    first.close()
+    time.sleep(0.2)
+    third.cmd(f'LOGIN "{ALICE}" "{PASSWORD}"')
+    for s in (second, third):
+        s.close()
