@@ -123,13 +123,17 @@ impl Flattener<'_> {
                     }
                 }
             }
-            PartType::Message(nested) => {
+            PartType::Message(nested) if !is_encoded(&meta) => {
                 // mail-parser reports the offsets of an encapsulated message's parts from the
                 // start of the outer message already, so the base does not move.
                 if let Some(i) = self.message(nested, base, depth + 1) {
                     meta.children.push(i);
                 }
             }
+            // A base64 or quoted-printable message/rfc822 is parsed by mail-parser from its
+            // decoded bytes, whose offsets name nothing in the stored message: kept as a leaf,
+            // which RFC 2046 §5.2.1 allows (only 7bit, 8bit or binary encodings are valid).
+            PartType::Message(_) => {}
             _ => {}
         }
         self.parts[slot] = meta;
@@ -192,6 +196,13 @@ fn describe(part: &MessagePart<'_>, base: u64, raw: &[u8]) -> PartMeta {
         body_lines: count_lines(body),
         children: Vec::new(),
     }
+}
+
+fn is_encoded(part: &PartMeta) -> bool {
+    matches!(
+        part.encoding.as_deref(),
+        Some("base64") | Some("quoted-printable")
+    )
 }
 
 fn count_lines(bytes: &[u8]) -> u64 {

@@ -98,7 +98,7 @@ fn random_command_lines_never_panic() {
         let mut line = String::new();
         for _ in 0..(rng.next() % 10) {
             line.push_str(rng.pick(WORDS));
-            if rng.next() % 3 != 0 {
+            if !rng.next().is_multiple_of(3) {
                 line.push(' ');
             }
         }
@@ -162,7 +162,7 @@ fn random_messages_render_without_panicking() {
         let raw = raw.into_bytes();
         let meta = trimaran_core::message::parse(&raw);
         let mut out = Vec::new();
-        structure::write(&mut out, &meta, &raw, true, rng.next() % 2 == 0);
+        structure::write(&mut out, &meta, &raw, true, rng.next().is_multiple_of(2));
         structure::write(&mut out, &meta, &raw, false, false);
         envelope::write(&mut out, section::message_header(&meta, &raw), false);
         for _ in 0..4 {

@@ -29,10 +29,21 @@ fn section_name(s: &Section) -> String {
     parts.join(".")
 }
 
+/// Header field names as atoms where they can be (RFC 9051 §9 astring), quoted otherwise.
 fn quoted_list(fields: &[String]) -> String {
     fields
         .iter()
-        .map(|f| response::quoted(&f.to_ascii_uppercase()))
+        .map(|f| {
+            let f = f.to_ascii_uppercase();
+            let atom = !f.is_empty()
+                && f.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b));
+            if atom {
+                f
+            } else {
+                response::quoted(&f)
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -318,7 +329,8 @@ impl Session {
                     out.push(b' ');
                     match section::body_section(meta, raw, s) {
                         Ok(data) => body_literal(&mut out, partial_slice(&data, *partial)),
-                        Err(_) => out.extend_from_slice(b"NIL"),
+                        // A part that does not exist reads as empty (as Dovecot answers).
+                        Err(_) => body_literal(&mut out, b""),
                     }
                 }
                 FetchAtt::Binary { part, partial, .. } => {

@@ -54,6 +54,8 @@ pub fn field<'a>(fields: &'a [(&[u8], Vec<u8>)], name: &str) -> Option<&'a [u8]>
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Addr {
     pub name: Option<Vec<u8>>,
+    /// The obsolete source route, "@a,@b" (RFC 5322 §4.4 obs-route).
+    pub adl: Option<Vec<u8>>,
     pub mailbox: Option<Vec<u8>>,
     pub host: Option<Vec<u8>>,
 }
@@ -177,11 +179,20 @@ pub fn address_list(value: &[u8]) -> Vec<Addr> {
             (plain, None)
         };
         if !spec.is_empty() {
-            // A route (obsolete "@a,@b:") is dropped: adl is always NIL.
-            let spec: Vec<&Tok> = match spec.iter().position(|t| **t == Tok::Special(b':')) {
-                Some(colon) => spec[colon + 1..].to_vec(),
-                None => spec,
-            };
+            let (route, spec): (Vec<&Tok>, Vec<&Tok>) =
+                match spec.iter().position(|t| **t == Tok::Special(b':')) {
+                    Some(colon) => (spec[..colon].to_vec(), spec[colon + 1..].to_vec()),
+                    None => (Vec::new(), spec),
+                };
+            let adl = (!route.is_empty()).then(|| {
+                route
+                    .iter()
+                    .flat_map(|t| match t {
+                        Tok::Special(c) => vec![*c],
+                        Tok::Word(w) | Tok::Quoted(w) => w.clone(),
+                    })
+                    .collect::<Vec<u8>>()
+            });
             let at = spec.iter().rposition(|t| **t == Tok::Special(b'@'));
             let (local, host) = match at {
                 Some(at) => (&spec[..at], Some(&spec[at + 1..])),
@@ -193,10 +204,15 @@ pub fn address_list(value: &[u8]) -> Vec<Addr> {
                     .flat_map(|w| w.to_vec())
                     .collect()
             };
+            // A missing part gets a placeholder rather than NIL: a NIL host would read as
+            // group syntax (RFC 9051 §7.5.2). Dovecot uses the same placeholders.
+            let mailbox = Some(join(local)).filter(|m| !m.is_empty());
+            let host = host.map(join).filter(|h| !h.is_empty());
             out.push(Addr {
                 name,
-                mailbox: Some(join(local)),
-                host: host.map(join),
+                adl,
+                mailbox: Some(mailbox.unwrap_or_else(|| b"MISSING_MAILBOX".to_vec())),
+                host: Some(host.unwrap_or_else(|| b"MISSING_DOMAIN".to_vec())),
             });
         }
         if in_group && toks.get(i) == Some(&Tok::Special(b';')) {
@@ -223,7 +239,9 @@ fn addresses(out: &mut Vec<u8>, list: &[Addr], utf8: bool) {
     for a in list {
         out.push(b'(');
         nstring(out, a.name.as_deref(), utf8);
-        out.extend_from_slice(b" NIL ");
+        out.push(b' ');
+        nstring(out, a.adl.as_deref(), utf8);
+        out.push(b' ');
         nstring(out, a.mailbox.as_deref(), utf8);
         out.push(b' ');
         nstring(out, a.host.as_deref(), utf8);
@@ -274,6 +292,7 @@ mod tests {
     fn a(name: Option<&str>, mailbox: &str, host: Option<&str>) -> Addr {
         Addr {
             name: name.map(|n| n.as_bytes().to_vec()),
+            adl: None,
             mailbox: Some(mailbox.as_bytes().to_vec()),
             host: host.map(|h| h.as_bytes().to_vec()),
         }

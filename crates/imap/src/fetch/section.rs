@@ -22,19 +22,29 @@ fn is_message(p: &PartMeta) -> bool {
     p.content_type == "message" && !p.children.is_empty()
 }
 
-/// The parts numbered 1, 2, ... below `index` (RFC 9051 §6.4.5 part specifiers).
-fn subparts(meta: &MessageMeta, index: usize, message_node: bool) -> Vec<usize> {
+/// The part numbered `n` below `index` (RFC 9051 §6.4.5 part specifiers). `message_node`:
+/// `index` is the top of a message, whose part 1 is its body when it is not multipart.
+/// `was_self`: `index` was reached by such a self-reference, which cannot repeat.
+fn subpart(
+    meta: &MessageMeta,
+    index: usize,
+    n: u32,
+    message_node: bool,
+    was_self: bool,
+) -> Option<(usize, bool)> {
     let p = &meta.parts[index];
     if is_multipart(p) {
-        p.children.clone()
-    } else if message_node {
-        // A non-multipart message has exactly a part 1: its body.
-        vec![index]
-    } else if is_message(p) {
-        subparts(meta, p.children[0], true)
-    } else {
-        Vec::new()
+        return p.children.get(n as usize - 1).map(|&c| (c, false));
     }
+    if is_message(p) && !message_node {
+        return subpart(meta, p.children[0], n, true, false);
+    }
+    if p.content_type == "message" && !message_node {
+        // An encapsulated message that could not be read has no parts to number.
+        return None;
+    }
+    // A message's only part, or a leaf's part 1, is the same body; once (as Dovecot answers).
+    (n == 1 && !was_self).then_some((index, true))
 }
 
 /// The part a part path names; None for the path of the whole message.
@@ -46,11 +56,10 @@ pub fn resolve(meta: &MessageMeta, path: &[u32]) -> Result<Option<usize>, Sectio
             Err(SectionError::NoSuchPart)
         };
     }
-    let mut node = 0;
-    let mut message_node = true;
+    let (mut node, mut message_node, mut was_self) = (0, true, false);
     for &n in path {
-        let list = subparts(meta, node, message_node);
-        node = *list.get(n as usize - 1).ok_or(SectionError::NoSuchPart)?;
+        (node, was_self) =
+            subpart(meta, node, n, message_node, was_self).ok_or(SectionError::NoSuchPart)?;
         message_node = false;
     }
     Ok((!path.is_empty()).then_some(node))
@@ -155,12 +164,13 @@ pub fn binary_section(
         return Ok(raw.to_vec());
     };
     let p = &meta.parts[i];
-    if is_multipart(p) {
-        return Err(SectionError::NoSuchPart);
-    }
     let body = raw
         .get(p.offset_body as usize..(p.offset_end as usize).min(raw.len()))
         .unwrap_or_default();
+    if is_multipart(p) {
+        // A multipart has no transfer encoding of its own: its body as it is.
+        return Ok(body.to_vec());
+    }
     match p.encoding.as_deref().unwrap_or("7bit") {
         "7bit" | "8bit" | "binary" => Ok(body.to_vec()),
         "base64" => Ok(decode_base64(body)),

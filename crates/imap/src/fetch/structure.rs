@@ -68,7 +68,15 @@ fn disposition_language_location(out: &mut Vec<u8>, p: &PartMeta, utf8: bool) {
         None => out.extend_from_slice(b"NIL"),
     }
     out.push(b' ');
-    opt(out, &p.language, utf8);
+    // body-fld-lang as a list, the form that also holds several languages (RFC 3066 tags).
+    match &p.language {
+        Some(lang) => {
+            out.push(b'(');
+            string(out, lang.as_bytes(), utf8);
+            out.push(b')');
+        }
+        None => out.extend_from_slice(b"NIL"),
+    }
     out.push(b' ');
     opt(out, &p.location, utf8);
 }
@@ -118,7 +126,15 @@ fn part(
     }
     params(out, &ps, utf8);
     out.push(b' ');
-    opt(out, &p.content_id, utf8);
+    // body-fld-id is the Content-ID field as sent, angle brackets included (RFC 2045 §7).
+    let id = p.content_id.as_ref().map(|id| {
+        if id.starts_with('<') {
+            id.clone()
+        } else {
+            format!("<{id}>")
+        }
+    });
+    opt(out, &id, utf8);
     out.push(b' ');
     opt(out, &p.description, utf8);
     out.push(b' ');
@@ -138,6 +154,17 @@ fn part(
         out.push(b' ');
         part(out, meta, inner, raw, extended, utf8, depth + 1);
         out.extend_from_slice(format!(" {}", p.body_lines).as_bytes());
+    } else if ctype == "message" && (csub == "rfc822" || csub == "global") {
+        // body-type-msg needs an envelope and a body even when the encapsulated message could
+        // not be read (encoded with base64, RFC 2046 §5.2.1 forbids that): empty ones.
+        out.extend_from_slice(b" (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ");
+        out.extend_from_slice(
+            b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0",
+        );
+        if extended {
+            out.extend_from_slice(b" NIL NIL NIL NIL");
+        }
+        out.extend_from_slice(format!(") {}", p.body_lines).as_bytes());
     } else if ctype == "text" {
         out.extend_from_slice(format!(" {}", p.body_lines).as_bytes());
     }
