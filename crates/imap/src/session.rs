@@ -550,7 +550,9 @@ impl Session {
         let me = self.account_id();
         loop {
             match self.changes.try_recv() {
-                Ok(account) if account == me => self.dirty = true,
+                Ok(account) if account == me || account == trimaran_core::store::ALL_ACCOUNTS => {
+                    self.dirty = true
+                }
                 Ok(_) => {}
                 Err(broadcast::error::TryRecvError::Lagged(_)) => self.dirty = true,
                 Err(_) => break,
@@ -673,7 +675,7 @@ impl Session {
 pub async fn notice_for(rx: &mut broadcast::Receiver<AccountId>, account: AccountId) {
     loop {
         match rx.recv().await {
-            Ok(a) if a == account => return,
+            Ok(a) if a == account || a == trimaran_core::store::ALL_ACCOUNTS => return,
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => return,
             Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,

@@ -146,7 +146,15 @@ pub trait MetaStore: Send + Sync {
 
     /// Remembers that a body failed verification, so that operators and the scrub see it.
     async fn record_corruption(&self, hash: &BlobHash, detail: &str) -> Result<()>;
+
+    /// Starts passing on changes made by other processes on the same store: the account id, or
+    /// [`ALL_ACCOUNTS`] when some may have been missed. A store with one process has nothing
+    /// to do.
+    fn start_change_feed(&self, _feed: tokio::sync::broadcast::Sender<AccountId>) {}
 }
+
+/// A change notice meaning "any account may have changed" (after a lost connection).
+pub const ALL_ACCOUNTS: AccountId = -1;
 
 /// Which back end, parsed from `sqlite:PATH` or `postgres://...`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,11 +228,13 @@ impl Store {
     }
 
     pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> Store {
+        let changes = tokio::sync::broadcast::channel(CHANGE_BACKLOG).0;
+        meta.start_change_feed(changes.clone());
         Store {
             meta,
             blobs,
             corrupt_reads: AtomicU64::new(0),
-            changes: tokio::sync::broadcast::channel(CHANGE_BACKLOG).0,
+            changes,
         }
     }
 

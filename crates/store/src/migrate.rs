@@ -9,6 +9,10 @@ pub const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0002_maildrop_leases.sql"),
     ),
     (3, include_str!("../migrations/sqlite/0003_imap.sql")),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_change_notices.sql"),
+    ),
 ];
 
 /// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
@@ -19,6 +23,10 @@ pub const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0002_maildrop_leases.sql"),
     ),
     (3, include_str!("../migrations/postgres/0003_imap.sql")),
+    (
+        4,
+        include_str!("../migrations/postgres/0004_change_notices.sql"),
+    ),
 ];
 
 pub fn latest(migrations: &[(i64, &str)]) -> i64 {

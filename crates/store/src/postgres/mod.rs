@@ -22,6 +22,51 @@ use crate::MetaStore;
 
 pub struct PostgresStore {
     pool: Pool,
+    config: tokio_postgres::Config,
+}
+
+/// The NOTIFY channel of migration 4.
+const CHANGE_CHANNEL: &str = "trimaran_changes";
+
+/// Holds one connection that LISTENs for change notices and passes them on; reconnects after
+/// a failure (a failover, a restart) and then announces that anything may have changed.
+async fn change_feed(
+    config: tokio_postgres::Config,
+    feed: tokio::sync::broadcast::WeakSender<AccountId>,
+) {
+    // Weak: once the store is dropped there is nobody to tell, and the feed ends.
+    while let Some(feed) = feed.upgrade() {
+        if let Ok((client, mut connection)) = config.connect(NoTls).await {
+            let (notices, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let driver = tokio::spawn(async move {
+                while let Some(Ok(message)) =
+                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                {
+                    if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                        if notices.send(n.payload().to_string()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            if client
+                .batch_execute(&format!("LISTEN {CHANGE_CHANNEL}"))
+                .await
+                .is_ok()
+            {
+                let _ = feed.send(crate::ALL_ACCOUNTS);
+                while let Some(payload) = received.recv().await {
+                    if let Ok(account) = payload.parse() {
+                        let _ = feed.send(account);
+                    }
+                }
+            }
+            driver.abort();
+            tracing::warn!("lost the PostgreSQL change feed; reconnecting");
+        }
+        drop(feed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Pool size: enough for concurrent deliveries to share WAL flushes, small enough for a
@@ -80,6 +125,7 @@ impl PostgresStore {
         config.connect_timeout(CONNECT_TIMEOUT);
         config.options("-c synchronous_commit=on");
         config.application_name("trimaran");
+        let config_for_feed = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -97,7 +143,10 @@ impl PostgresStore {
             })
             .build()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore {
+            pool,
+            config: config_for_feed,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -1299,6 +1348,10 @@ impl MetaStore for PostgresStore {
         .await
         .map_err(map_err)?;
         Ok(())
+    }
+
+    fn start_change_feed(&self, feed: tokio::sync::broadcast::Sender<AccountId>) {
+        tokio::spawn(change_feed(self.config.clone(), feed.downgrade()));
     }
 
     async fn record_corruption(&self, hash: &BlobHash, detail: &str) -> Result<()> {
