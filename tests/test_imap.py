@@ -432,3 +432,63 @@ def test_per_account_session_limit(make_server, tmp_path):
     third.cmd(f'LOGIN "{ALICE}" "{PASSWORD}"')
     for s in (second, third):
         s.close()
+
+
+def test_korean_and_legacy_charset_search(box):
+    """Substring search over decoded text: a two-syllable Hangul query finds the word inside
+    longer words, in UTF-8 and EUC-KR mail; ISO-2022-JP and ISO-8859-1 bodies are decoded."""
+    import base64
+    euc_subject = base64.b64encode("주간 회의록 안녕하세요".encode("euc-kr")).decode()
+    send(box, (f"From: kim@example.kr\r\nSubject: =?EUC-KR?B?{euc_subject}?=\r\n"
+               "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=EUC-KR\r\n"
+               "Content-Transfer-Encoding: 8bit\r\n\r\n").encode()
+         + "회의 내용: 반갑습니다 여러분\r\n".encode("euc-kr"))                                  # 4
+    send(box, ("From: lee@example.kr\r\nSubject: utf-8\r\nMIME-Version: 1.0\r\n"
+               "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+               + base64.b64encode("대한민국의 수도는 서울특별시입니다".encode()).decode() + "\r\n").encode())  # 5
+    send(box, b"From: taro@example.jp\r\nSubject: jis\r\nMIME-Version: 1.0\r\n"
+              b"Content-Type: text/plain; charset=ISO-2022-JP\r\n\r\n"
+         + "こんにちは世界の皆さん\r\n".encode("iso2022_jp"))                                      # 6
+    send(box, b"From: fr@example.fr\r\nSubject: =?ISO-8859-1?Q?caf=E9?=\r\nMIME-Version: 1.0\r\n"
+              b"Content-Type: text/plain; charset=ISO-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+              b"Cr=E8me BR=DBL=C9E\r\n")                                                         # 7
+    m = login(box)
+    ok(m.select("INBOX"))
+
+    def search(*criteria):
+        m.literal = None
+        args = []
+        for c in criteria:
+            if isinstance(c, str) and not c.isascii():
+                m.literal = c.encode()
+            elif " " in c:
+                args.append(f'"{c}"')
+            else:
+                args.append(c)
+        return ok(m.search("UTF-8", *args))[0].split()
+
+    assert search("BODY", "갑습") == [b"4"]          # inside 반갑습니다 (EUC-KR body)
+    assert search("SUBJECT", "녕하") == [b"4"]       # inside 안녕하세요 (EUC-KR encoded-word)
+    assert search("BODY", "특별") == [b"5"]          # inside 서울특별시 (UTF-8, base64)
+    assert search("TEXT", "世界") == [b"6"]          # ISO-2022-JP
+    assert search("BODY", "brûlée") == [b"7"]       # ISO-8859-1, case-insensitive
+    assert search("SUBJECT", "CAFÉ") == [b"7"]
+    assert search("BODY", "ody of mess") == [b"1", b"2", b"3"]  # substring, not word
+    assert search("BODY", "서울") == [b"5"]
+    assert search("BODY", "없는말") == []
+    m.logout()
+
+
+def test_search_is_answered_from_the_index_not_the_bodies(box):
+    """With every stored body removed, text search still answers (from the index), while
+    fetching a body reports the store's trouble."""
+    m = login(box)
+    ok(m.select("INBOX"))
+    assert ok(m.search(None, "BODY", '"of message 2"')) == [b"2"]
+    box.sql("DELETE FROM blobs")
+    assert ok(m.search(None, "BODY", '"of message 2"')) == [b"2"]
+    assert ok(m.search(None, "TEXT", '"message 3"')) == [b"3"]
+    assert ok(m.search(None, "OR", "BODY", '"message 1"', "SUBJECT", '"message 3"')) == [b"1 3"]
+    typ, data = m.fetch("2", "(BODY.PEEK[])")
+    assert typ == "NO" and b"UNAVAILABLE" in data[0], data
+    m.logout()

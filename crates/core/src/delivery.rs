@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trimaran_store::{
-    AccountId, Delivery, DeliveryReceipt, LocalDelivery, NewMessage, OutboundRequest, Store,
-    StoreError, StoredBlob,
+    AccountId, Delivery, DeliveryReceipt, IndexedText, LocalDelivery, NewMessage, OutboundRequest,
+    Store, StoreError, StoredBlob,
 };
 
 use crate::address;
@@ -92,6 +92,7 @@ pub async fn resolve(store: &Store, addr: &str) -> Result<Resolved, StoreError> 
 pub async fn prepare(raw: Vec<u8>, received_at: i64) -> Result<NewMessage, StoreError> {
     tokio::task::spawn_blocking(move || NewMessage {
         meta: message::parse(&raw),
+        text: Some(IndexedText::new(message::search_text(&raw))),
         blob: StoredBlob::encode(&raw),
         received_at,
     })

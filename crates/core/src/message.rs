@@ -3,7 +3,7 @@
 //! slice the stored bytes with these offsets instead of parsing again.
 
 use mail_parser::{Address, HeaderValue, MessageParser, MessagePart, MimeHeaders, PartType};
-use trimaran_store::{HeaderAddress, MessageMeta, PartMeta, MESSAGE_META_VERSION};
+use trimaran_store::{HeaderAddress, MessageMeta, PartMeta, SearchText, MESSAGE_META_VERSION};
 
 /// Nesting deeper than this (multiparts in messages in multiparts...) is not described part by
 /// part: a hostile message must not cost unbounded work or metadata.
@@ -56,6 +56,86 @@ pub fn parse(raw: &[u8]) -> MessageMeta {
     meta.well_formed = flat.well_formed;
     meta.header_size = meta.parts.first().map(|p| p.offset_body).unwrap_or(0);
     meta
+}
+
+/// Longest decoded body text kept for SEARCH, in bytes; the rest of a huge text is not
+/// searchable, which bounds the index a single message can take.
+const MAX_SEARCH_TEXT: usize = 1024 * 1024;
+
+/// The decoded, lower-cased text SEARCH looks at (RFC 9051 §6.4.4): header fields with
+/// encoded-words decoded (RFC 2047), and text parts decoded from their transfer encoding and
+/// charset (EUC-KR, ISO-2022-JP, ISO-8859-x, Windows-125x... through mail-parser), including
+/// those of attached messages.
+pub fn search_text(raw: &[u8]) -> SearchText {
+    let mut text = SearchText::default();
+    let Some(message) = MessageParser::default().parse(raw) else {
+        text.body = String::from_utf8_lossy(raw).to_lowercase();
+        text.body
+            .truncate(floor_char_boundary(&text.body, MAX_SEARCH_TEXT));
+        return text;
+    };
+    if let Some(root) = message.parts.first() {
+        for h in root.headers.iter() {
+            text.header.push_str(&h.name.as_str().to_lowercase());
+            text.header.push_str(": ");
+            text.header.push_str(&header_text(&h.value).to_lowercase());
+            text.header.push('\n');
+        }
+    }
+    body_text(&message, &mut text.body, 0);
+    text
+}
+
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    (0..=max)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+fn body_text(message: &mail_parser::Message<'_>, out: &mut String, depth: usize) {
+    for part in &message.parts {
+        if out.len() >= MAX_SEARCH_TEXT {
+            return;
+        }
+        match &part.body {
+            PartType::Text(t) | PartType::Html(t) => {
+                let lower = t.to_lowercase();
+                let room = MAX_SEARCH_TEXT - out.len();
+                out.push_str(&lower[..floor_char_boundary(&lower, room)]);
+                out.push('\n');
+            }
+            PartType::Message(nested) if depth < MAX_DEPTH => body_text(nested, out, depth + 1),
+            _ => {}
+        }
+    }
+}
+
+/// A header value as text: decoded words, addresses as "name <address>".
+fn header_text(v: &HeaderValue<'_>) -> String {
+    match v {
+        HeaderValue::Text(t) => t.to_string(),
+        HeaderValue::TextList(l) => l.join(" "),
+        HeaderValue::Address(a) => a
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} <{}>",
+                    a.name().unwrap_or_default(),
+                    a.address().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        HeaderValue::DateTime(d) => d.to_rfc822(),
+        HeaderValue::ContentType(c) => {
+            format!("{}/{}", c.ctype(), c.subtype().unwrap_or_default())
+        }
+        HeaderValue::Received(_) | HeaderValue::Empty => String::new(),
+    }
 }
 
 fn addresses(addr: Option<&Address<'_>>) -> Vec<HeaderAddress> {

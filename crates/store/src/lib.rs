@@ -7,6 +7,7 @@ pub mod blob;
 pub mod error;
 mod migrate;
 pub mod postgres;
+pub mod search;
 pub mod sqlite;
 pub mod types;
 
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 
 pub use blob::{BlobHash, BlobStore, Compression, StoredBlob};
 pub use error::{Result, StoreError};
+pub use search::{IndexedText, SearchText};
 pub use types::*;
 
 /// The metadata half of the store. Every method is one transaction; a method that returns an
@@ -151,6 +153,12 @@ pub trait MetaStore: Send + Sync {
     /// [`ALL_ACCOUNTS`] when some may have been missed. A store with one process has nothing
     /// to do.
     fn start_change_feed(&self, _feed: tokio::sync::broadcast::Sender<AccountId>) {}
+
+    /// UIDs in the mailbox whose indexed text has all of `grams` (see [`search`]), plus those
+    /// with no indexed text, which the caller must check another way.
+    async fn search_candidates(&self, mailbox: MailboxId, grams: &[String]) -> Result<Vec<u32>>;
+    /// The stored search text of these messages; those without one are left out.
+    async fn search_texts(&self, hashes: &[BlobHash]) -> Result<Vec<(BlobHash, SearchText)>>;
 }
 
 /// A change notice meaning "any account may have changed" (after a lost connection).
@@ -295,7 +303,27 @@ impl Store {
             .blobs
             .get_blob(hash)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("body {hash}")))?;
+            // Metadata names this body, so its absence is damage to the store, not a client
+            // mistake: a temporary failure for the client, recorded for the operator.
+            .ok_or_else(|| StoreError::Corrupt {
+                hash: hash.to_hex(),
+                detail: "the body is missing".into(),
+            });
+        let stored = match stored {
+            Ok(s) => s,
+            Err(e) => {
+                self.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%hash, "a stored message's body is missing");
+                if let Err(e) = self
+                    .meta
+                    .record_corruption(hash, "the body is missing")
+                    .await
+                {
+                    tracing::warn!(%hash, error = %e, "could not record the corruption");
+                }
+                return Err(e);
+            }
+        };
         match stored.decode_verified() {
             Ok(bytes) => Ok(bytes),
             Err(err) => {

@@ -13,6 +13,10 @@ pub const SQLITE: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/sqlite/0004_change_notices.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_search_index.sql"),
+    ),
 ];
 
 /// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
@@ -26,6 +30,10 @@ pub const POSTGRES: &[(i64, &str)] = &[
     (
         4,
         include_str!("../migrations/postgres/0004_change_notices.sql"),
+    ),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_search_index.sql"),
     ),
 ];
 

@@ -138,6 +138,8 @@ pub const MESSAGE_META_VERSION: u32 = 1;
 pub struct NewMessage {
     pub blob: StoredBlob,
     pub meta: MessageMeta,
+    /// What SEARCH looks at; None stores the message unindexed (searched from its body).
+    pub text: Option<crate::search::IndexedText>,
     /// Seconds since the epoch (IMAP INTERNALDATE).
     pub received_at: i64,
 }

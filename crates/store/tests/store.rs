@@ -14,6 +14,10 @@ fn message(text: &str) -> NewMessage {
             ..MessageMeta::default()
         },
         blob: StoredBlob::encode(&raw),
+        text: Some(IndexedText::new(SearchText {
+            header: format!("subject: {}", text.to_lowercase()),
+            body: text.to_lowercase(),
+        })),
         received_at: 1_800_000_000,
     }
 }

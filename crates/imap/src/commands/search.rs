@@ -2,84 +2,50 @@
 //! (RFC 7162 §3.1.5) and EMAILID (RFC 8474). Text keys match case-insensitively as substrings
 //! of decoded text: encoded-words and body charsets are decoded by mail-parser first.
 
-use mail_parser::{HeaderValue, MessageParser, PartType};
+use std::collections::{BTreeSet, HashMap, HashSet};
+
 use trimaran_core::delivery::retry;
-use trimaran_core::store::{MessageEntry, MessageMeta, StoreError};
+use trimaran_core::store::search::query_grams;
+use trimaran_core::store::{BlobHash, MessageEntry, SearchText, StoreError};
 
 use crate::parser::{SearchKey, SearchReturn, SeqSet};
 use crate::session::{uid_set, Flow, Session};
 
-/// What a message's text keys look at, decoded once per message per search.
+/// What a message's text keys look at.
 struct Content {
-    meta: MessageMeta,
+    /// Date: header, for the SENT* keys.
+    date: Option<i64>,
     /// (lower-cased field name, lower-cased decoded value)
     headers: Vec<(String, String)>,
-    body: Option<String>,
+    body: String,
 }
 
 fn lower(s: &str) -> String {
     s.to_lowercase()
 }
 
-fn header_text(v: &HeaderValue<'_>) -> String {
-    match v {
-        HeaderValue::Text(t) => t.to_string(),
-        HeaderValue::TextList(l) => l.join(" "),
-        HeaderValue::Address(a) => a
-            .iter()
-            .map(|a| {
-                format!(
-                    "{} <{}>",
-                    a.name().unwrap_or_default(),
-                    a.address().unwrap_or_default()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-        HeaderValue::DateTime(d) => d.to_rfc822(),
-        HeaderValue::ContentType(c) => format!("{}/{}", c.ctype(), c.subtype().unwrap_or_default()),
-        HeaderValue::Received(_) | HeaderValue::Empty => String::new(),
+impl Content {
+    fn from_text(text: SearchText, date: Option<i64>) -> Content {
+        let headers = text
+            .header
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        Content {
+            date,
+            headers,
+            body: text.body,
+        }
     }
 }
 
-fn decode_content(raw: &[u8], meta: MessageMeta, with_body: bool) -> Content {
-    let parsed = MessageParser::default().parse(raw);
-    let mut headers = Vec::new();
-    let mut body = None;
-    if let Some(msg) = &parsed {
-        if let Some(root) = msg.parts.first() {
-            for h in root.headers.iter() {
-                headers.push((lower(h.name.as_str()), lower(&header_text(&h.value))));
-            }
-        }
-        if with_body {
-            let mut text = String::new();
-            for part in &msg.parts {
-                match &part.body {
-                    PartType::Text(t) | PartType::Html(t) => {
-                        text.push_str(&lower(t));
-                        text.push('\n');
-                    }
-                    _ => {}
-                }
-            }
-            body = Some(text);
-        }
-    } else if with_body {
-        body = Some(lower(&String::from_utf8_lossy(raw)));
-    }
-    Content {
-        meta,
-        headers,
-        body,
-    }
-}
-
+/// What the keys need: (text of headers or body, the Date: field).
 fn needs_content(key: &SearchKey) -> (bool, bool) {
     use SearchKey::*;
     match key {
-        Header(..) | SentBefore(_) | SentOn(_) | SentSince(_) => (true, false),
-        Body(_) | Text(_) => (true, true),
+        Header(..) | Body(_) | Text(_) => (true, false),
+        SentBefore(_) | SentOn(_) | SentSince(_) => (false, true),
         And(keys) => keys
             .iter()
             .map(needs_content)
@@ -90,6 +56,18 @@ fn needs_content(key: &SearchKey) -> (bool, bool) {
         }
         Not(k) => needs_content(k),
         _ => (false, false),
+    }
+}
+
+/// Strings every match must contain, for the index to narrow the search: text keys that all
+/// matches must satisfy (not under OR or NOT).
+fn required_needles(key: &SearchKey, out: &mut Vec<String>) {
+    match key {
+        SearchKey::And(keys) => keys.iter().for_each(|k| required_needles(k, out)),
+        SearchKey::Body(s) | SearchKey::Text(s) | SearchKey::Header(_, s) if !s.is_empty() => {
+            out.push(lower(s))
+        }
+        _ => {}
     }
 }
 
@@ -104,7 +82,7 @@ struct Ctx<'a> {
 
 fn matches(key: &SearchKey, m: &MessageEntry, c: Option<&Content>, ctx: &Ctx<'_>) -> bool {
     use SearchKey::*;
-    let sent = || c.and_then(|c| c.meta.date).map(|d| d - d.rem_euclid(DAY));
+    let sent = || c.and_then(|c| c.date).map(|d| d - d.rem_euclid(DAY));
     match key {
         All => true,
         And(keys) => keys.iter().all(|k| matches(k, m, c, ctx)),
@@ -135,8 +113,7 @@ fn matches(key: &SearchKey, m: &MessageEntry, c: Option<&Content>, ctx: &Ctx<'_>
         }
         Body(s) => {
             let s = lower(s);
-            c.and_then(|c| c.body.as_ref())
-                .is_some_and(|b| b.contains(&s))
+            c.is_some_and(|c| c.body.contains(&s))
         }
         Text(s) => {
             let s = lower(s);
@@ -144,7 +121,7 @@ fn matches(key: &SearchKey, m: &MessageEntry, c: Option<&Content>, ctx: &Ctx<'_>
                 c.headers
                     .iter()
                     .any(|(n, v)| n.contains(&s) || v.contains(&s))
-                    || c.body.as_ref().is_some_and(|b| b.contains(&s))
+                    || c.body.contains(&s)
             })
         }
         ModSeq(n) => m.modseq >= *n,
@@ -171,35 +148,63 @@ impl Session {
         key: SearchKey,
         returns: Option<Vec<SearchReturn>>,
     ) -> Flow {
-        let (header_keys, body_keys) = needs_content(&key);
+        let (text_keys, date_keys) = needs_content(&key);
         let Some(sel) = &self.selected else {
             return Flow::Continue;
         };
+        let mailbox = sel.mailbox.id;
         let messages = sel.messages.clone();
         let max_uid = messages.last().map_or(0, |m| m.uid);
         let store = self.server.core.store.clone();
         let wait = self.wait();
+        // The index narrows the messages to look at; the stored text decides (exact substring).
+        let mut needles = Vec::new();
+        required_needles(&key, &mut needles);
+        let grams: Vec<String> = needles
+            .iter()
+            .flat_map(|n| query_grams(n))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let candidates: Option<HashSet<u32>> = if grams.is_empty() {
+            None
+        } else {
+            match retry(wait, || store.meta().search_candidates(mailbox, &grams)).await {
+                Ok(uids) => Some(uids.into_iter().collect()),
+                Err(e) => {
+                    self.store_failed(tag, &e);
+                    return Flow::Continue;
+                }
+            }
+        };
+        let looked_at: Vec<(usize, &MessageEntry)> = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| candidates.as_ref().is_none_or(|c| c.contains(&m.uid)))
+            .collect();
         let mut found: Vec<(u32, u32, u64)> = Vec::new();
-        for (i, m) in messages.iter().enumerate() {
-            let content = if header_keys {
-                match load_content(&store, wait, m, body_keys).await {
-                    Ok(c) => Some(c),
+        for chunk in looked_at.chunks(500) {
+            let contents = if text_keys || date_keys {
+                match load_contents(&store, wait, chunk, text_keys, date_keys).await {
+                    Ok(c) => c,
                     Err(e) => {
                         self.store_failed(tag, &e);
                         return Flow::Continue;
                     }
                 }
             } else {
-                None
+                Vec::new()
             };
-            let ctx = Ctx {
-                seq: i as u32 + 1,
-                max_seq: messages.len() as u32,
-                max_uid,
-                saved: &self.saved,
-            };
-            if matches(&key, m, content.as_ref(), &ctx) {
-                found.push((i as u32 + 1, m.uid, m.modseq));
+            for (n, (i, m)) in chunk.iter().enumerate() {
+                let ctx = Ctx {
+                    seq: *i as u32 + 1,
+                    max_seq: messages.len() as u32,
+                    max_uid,
+                    saved: &self.saved,
+                };
+                if matches(&key, m, contents.get(n), &ctx) {
+                    found.push((*i as u32 + 1, m.uid, m.modseq));
+                }
             }
         }
         let modseq = has_modseq(&key).then(|| found.iter().map(|f| f.2).max().unwrap_or(0));
@@ -256,17 +261,44 @@ impl Session {
     }
 }
 
-async fn load_content(
+/// Search content for a chunk of messages, in order: stored search text where there is one,
+/// the body itself (decoded now) for messages stored before the index existed.
+async fn load_contents(
     store: &std::sync::Arc<trimaran_core::store::Store>,
     wait: std::time::Duration,
-    m: &MessageEntry,
-    with_body: bool,
-) -> Result<Content, StoreError> {
-    let raw = retry(wait, || store.read_blob(&m.hash)).await?;
-    let meta = retry(wait, || store.meta().message_meta(&m.hash))
-        .await?
-        .unwrap_or_default();
-    tokio::task::spawn_blocking(move || decode_content(&raw, meta, with_body))
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))
+    chunk: &[(usize, &MessageEntry)],
+    text: bool,
+    date: bool,
+) -> Result<Vec<Content>, StoreError> {
+    let hashes: Vec<BlobHash> = chunk.iter().map(|(_, m)| m.hash).collect();
+    let mut texts: HashMap<BlobHash, SearchText> = if text {
+        retry(wait, || store.meta().search_texts(&hashes))
+            .await?
+            .into_iter()
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let mut out = Vec::with_capacity(chunk.len());
+    for (_, m) in chunk {
+        let sent = if date {
+            retry(wait, || store.meta().message_meta(&m.hash))
+                .await?
+                .and_then(|meta| meta.date)
+        } else {
+            None
+        };
+        let text = match texts.remove(&m.hash) {
+            Some(t) => t,
+            None if text => {
+                let raw = retry(wait, || store.read_blob(&m.hash)).await?;
+                tokio::task::spawn_blocking(move || trimaran_core::message::search_text(&raw))
+                    .await
+                    .map_err(|e| StoreError::Internal(e.to_string()))?
+            }
+            None => SearchText::default(),
+        };
+        out.push(Content::from_text(text, sent));
+    }
+    Ok(out)
 }

@@ -17,6 +17,7 @@ use tokio_postgres::{NoTls, Row};
 use crate::blob::{BlobHash, BlobStore, Compression, StoredBlob};
 use crate::error::{Result, StoreError};
 use crate::migrate;
+use crate::search::SearchText;
 use crate::types::*;
 use crate::MetaStore;
 
@@ -78,8 +79,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sorts PostgreSQL's errors into temporary and permanent ones (G2).
 pub(crate) fn map_err(e: tokio_postgres::Error) -> StoreError {
     let Some(code) = e.code() else {
-        // No SQLSTATE: the connection broke or could not be made.
-        return StoreError::Unavailable(e.to_string());
+        let text = e.to_string();
+        // No SQLSTATE and not a conversion or row-count mistake of ours: the connection broke
+        // or could not be made. A mistake of ours is not worth waiting for.
+        let ours = [
+            "error serializing",
+            "error deserializing",
+            "invalid column",
+            "query returned an unexpected number of rows",
+        ];
+        if ours.iter().any(|p| text.starts_with(p)) {
+            return StoreError::Internal(text);
+        }
+        return StoreError::Unavailable(text);
     };
     let text = match e.as_db_error() {
         Some(db) => db.message().to_string(),
@@ -286,6 +298,26 @@ async fn insert_message(
     )
     .await
     .map_err(map_err)?;
+    if let Some(indexed) = &msg.text {
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO message_text (hash, header, body, grams)
+                 VALUES ($1, $2, $3, array_to_tsvector($4::TEXT[])) ON CONFLICT (hash) DO NOTHING",
+            )
+            .await
+            .map_err(map_err)?;
+        tx.execute(
+            &st,
+            &[
+                &hash,
+                &indexed.text.header,
+                &indexed.text.body,
+                &indexed.grams,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+    }
     Ok(())
 }
 
@@ -1348,6 +1380,45 @@ impl MetaStore for PostgresStore {
         .await
         .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn search_candidates(&self, mailbox: MailboxId, grams: &[String]) -> Result<Vec<u32>> {
+        // Tokens are hex digits behind a letter: safe to put into a tsquery as they are.
+        let query = format!("({}) | {}", grams.join(" & "), crate::search::EVERYTHING);
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT mm.uid FROM mailbox_messages mm LEFT JOIN message_text t ON t.hash = mm.hash
+                 WHERE mm.mailbox_id = $1 AND (t.hash IS NULL OR t.grams @@ ($2::TEXT)::tsquery)
+                 ORDER BY mm.uid",
+                &[&mailbox, &query],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u32).collect())
+    }
+
+    async fn search_texts(&self, hashes: &[BlobHash]) -> Result<Vec<(BlobHash, SearchText)>> {
+        let keys: Vec<String> = hashes.iter().map(BlobHash::to_hex).collect();
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT hash, header, body FROM message_text WHERE hash = ANY($1)",
+                &[&keys],
+            )
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get::<_, String>(0).parse()?,
+                    SearchText {
+                        header: r.get(1),
+                        body: r.get(2),
+                    },
+                ))
+            })
+            .collect()
     }
 
     fn start_change_feed(&self, feed: tokio::sync::broadcast::Sender<AccountId>) {

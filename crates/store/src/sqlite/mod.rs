@@ -15,6 +15,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use crate::blob::{BlobHash, BlobStore, Compression, StoredBlob};
 use crate::error::{Result, StoreError};
 use crate::migrate;
+use crate::search::SearchText;
 use crate::types::*;
 use crate::MetaStore;
 use writer::Writer;
@@ -291,6 +292,25 @@ fn insert_message(conn: &Connection, msg: &NewMessage, write_blob: bool, now: i6
         ])
     })
     .map_err(map_err)?;
+    if let Some(indexed) = &msg.text {
+        let id: Option<i64> = conn
+            .prepare_cached(
+                "INSERT INTO message_text (hash, header, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (hash) DO NOTHING RETURNING id",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![hash, indexed.text.header, indexed.text.body], |r| {
+                    r.get(0)
+                })
+                .optional()
+            })
+            .map_err(map_err)?;
+        if let Some(id) = id {
+            conn.prepare_cached("INSERT INTO message_grams (rowid, grams) VALUES (?1, ?2)")
+                .and_then(|mut st| st.execute(params![id, indexed.grams.join(" ")]))
+                .map_err(map_err)?;
+        }
+    }
     Ok(())
 }
 
@@ -1393,6 +1413,54 @@ impl MetaStore for SqliteStore {
             )
             .map_err(map_err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn search_candidates(&self, mailbox: MailboxId, grams: &[String]) -> Result<Vec<u32>> {
+        // Tokens are hex digits behind a letter: safe in an FTS5 query as they are.
+        let query = format!("({}) OR {}", grams.join(" AND "), crate::search::EVERYTHING);
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT mm.uid FROM mailbox_messages mm LEFT JOIN message_text t ON t.hash = mm.hash
+                     WHERE mm.mailbox_id = ?1 AND (t.id IS NULL OR t.id IN
+                       (SELECT rowid FROM message_grams WHERE message_grams MATCH ?2))
+                     ORDER BY mm.uid",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![mailbox, query], |r| r.get::<_, i64>(0))
+                .map_err(map_err)?;
+            rows.map(|r| r.map(|u| u as u32))
+                .collect::<rusqlite::Result<Vec<u32>>>()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn search_texts(&self, hashes: &[BlobHash]) -> Result<Vec<(BlobHash, SearchText)>> {
+        let hashes = hashes.to_vec();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT header, body FROM message_text WHERE hash = ?1")
+                .map_err(map_err)?;
+            let mut out = Vec::new();
+            for h in hashes {
+                let row = st
+                    .query_row([h.to_hex()], |r| {
+                        Ok(SearchText {
+                            header: r.get(0)?,
+                            body: r.get(1)?,
+                        })
+                    })
+                    .optional()
+                    .map_err(map_err)?;
+                if let Some(text) = row {
+                    out.push((h, text));
+                }
+            }
+            Ok(out)
         })
         .await
     }
