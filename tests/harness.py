@@ -118,6 +118,52 @@ class Postgres:
         return f"postgres://postgres@127.0.0.1:{self.port}/{db}"
 
 
+# A standalone Dovecot: loopback only, its own directories, plain-text logins, Maildir.
+DOVECOT_CONF = """base_dir = {dir}/run
+state_dir = {dir}/state
+instance_name = trimaran-oracle
+protocols = imap
+listen = 127.0.0.1
+log_path = {dir}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:~/Maildir
+mail_uid = vmail
+mail_gid = vmail
+first_valid_uid = 1
+default_internal_user = dovecot
+default_login_user = dovenull
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {dir}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {dir}/passwd
+  default_fields = home={dir}/home/%u
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"""
+
+
+def dovecot_config(directory, imap_port):
+    """The configuration of a standalone Dovecot, the reference for IMAP answers."""
+    return DOVECOT_CONF.format(dir=directory, port=imap_port)
+
+
 class Server:
     """One `trimaran serve` process with its own data directory and store."""
 

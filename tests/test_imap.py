@@ -492,3 +492,40 @@ def test_search_is_answered_from_the_index_not_the_bodies(box):
     typ, data = m.fetch("2", "(BODY.PEEK[])")
     assert typ == "NO" and b"UNAVAILABLE" in data[0], data
     m.logout()
+
+
+def test_quota_getquotaroot_overquota_and_smtp_452(box):
+    m = login(box)
+    typ, data = m.getquotaroot("INBOX")
+    assert typ == "OK" and data[0] == [b'"INBOX"'], data  # no limits: no quota root
+    out = box.cli("account", "quota", ALICE, "--storage", "2K", "--messages", "5").stdout.decode()
+    assert out.splitlines()[1].startswith("messages\t3\t5"), out
+    typ, data = m.getquotaroot("INBOX")
+    assert data[0] == [b'"INBOX" ""'], data
+    assert re.fullmatch(rb'"" \(STORAGE [12] 2 MESSAGE 3 5\)', data[1][0]), data
+    r = Raw(box)
+    lines, _ = r.cmd('GETQUOTA ""')
+    assert len(lines) == 1 and re.fullmatch(rb'\* QUOTA "" \(STORAGE [12] 2 MESSAGE 3 5\)\r\n', lines[0]), lines
+    _, tagged = r.cmd('SETQUOTA "" (STORAGE 99999)', expect="NO")
+    assert b"NOPERM" in tagged
+    r.close()
+    big = b"Subject: big\r\n\r\n" + b"x" * 3000 + b"\r\n"
+    typ, data = m.append("INBOX", None, None, big)
+    assert typ == "NO" and b"OVERQUOTA" in data[0], data
+    ok(m.select("INBOX"))
+    typ, data = m.copy("1:3", "Archive")
+    assert typ == "NO" and b"OVERQUOTA" in data[0], data
+    assert ok(m.select("Archive")) == [b"0"], "a refused COPY copies nothing"
+    # Full: new mail waits with a temporary failure (RFC 3463 4.2.2) instead of bouncing.
+    box.cli("account", "quota", ALICE, "--storage", "1K")
+    with smtplib.SMTP("127.0.0.1", box.smtp_port) as s:
+        s.ehlo()
+        s.mail("bob@elsewhere.test")
+        code, text = s.rcpt(ALICE)
+        assert code == 452 and b"4.2.2" in text, (code, text)
+    box.cli("account", "quota", ALICE, "--storage", "none", "--messages", "none")
+    send(box, message(4))
+    assert ok(m.select("INBOX")) == [b"4"]
+    typ, data = m.status("INBOX", "(DELETED-STORAGE)")
+    assert data[0].endswith(b"(DELETED-STORAGE 0)"), data
+    m.logout()

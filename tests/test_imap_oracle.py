@@ -14,13 +14,12 @@ import time
 
 import pytest
 
-from harness import free_ports
+from harness import dovecot_config, free_ports
 from smtpwire import unverified_context
 
 pytestmark = pytest.mark.timeout(180)
 
 DATA = pathlib.Path(__file__).parent / "data" / "mime"
-TESTING = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "testing"
 PASSWORD = "oracle pass"
 
 SECTIONS = ["", "HEADER", "TEXT", "1", "1.MIME", "2", "2.MIME", "3", "1.1", "1.2", "2.1", "2.2",
@@ -106,11 +105,8 @@ def dovecot(tmp_path_factory):
     # Dovecot's own users must reach the files: not under pytest's private temporary directory.
     d = pathlib.Path(tempfile.mkdtemp(prefix="trimaran-oracle-"))
     d.chmod(0o755)
-    imap, pop3, lmtp = free_ports(3)
-    conf = ((TESTING / "dovecot.conf.in").read_text().replace("@DIR@", str(d))
-            .replace("port = 10143", f"port = {imap}").replace("port = 10110", f"port = {pop3}")
-            .replace("port = 10024", f"port = {lmtp}"))
-    (d / "dovecot.conf").write_text(conf)
+    (imap,) = free_ports(1)
+    (d / "dovecot.conf").write_text(dovecot_config(d, imap))
     (d / "passwd").write_text(f"oracle:{{PLAIN}}{PASSWORD}::::::\n")
     (d / "home").mkdir()
     shutil.chown(d / "home", "vmail", "vmail")

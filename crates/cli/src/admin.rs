@@ -30,6 +30,46 @@ pub enum AccountCommand {
     Remove { address: String },
     /// Change an account's password (read like `add`).
     Passwd { address: String },
+    /// Show an account's quota and usage, or set it (IMAP QUOTA, RFC 9208). Over its quota an
+    /// account refuses new mail with 452 4.2.2 and APPEND/COPY with NO [OVERQUOTA].
+    Quota {
+        address: String,
+        /// Storage limit: bytes, or with a K, M or G suffix (powers of 1024); "none" removes it
+        #[arg(long, value_name = "SIZE")]
+        storage: Option<String>,
+        /// Message count limit; "none" removes it
+        #[arg(long, value_name = "N")]
+        messages: Option<String>,
+    },
+}
+
+/// "500M" to bytes; None for "none".
+fn size_arg(text: &str) -> anyhow::Result<Option<u64>> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let factor: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => bail!("bad size {text:?}: use a number with an optional K, M, G or T suffix"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad size {text:?}"))?;
+    n.checked_mul(factor)
+        .map(Some)
+        .ok_or_else(|| anyhow::anyhow!("size {text:?} is too large"))
+}
+
+fn limit_text(limit: Option<u64>) -> String {
+    limit.map_or("unlimited".into(), |l| l.to_string())
 }
 
 #[derive(Subcommand)]
@@ -168,6 +208,41 @@ pub async fn account(config: Config, cmd: AccountCommand) -> anyhow::Result<()> 
             }
             let hash = hash_password(&read_password()?)?;
             store.meta().set_password(&a, &hash).await?;
+        }
+        AccountCommand::Quota {
+            address,
+            storage,
+            messages,
+        } => {
+            let id = account_id(&store, &address).await?;
+            let mut q = store.meta().quota(id).await?;
+            if storage.is_some() || messages.is_some() {
+                if let Some(s) = &storage {
+                    q.storage_limit = size_arg(s)?;
+                }
+                if let Some(m) = &messages {
+                    q.message_limit = if m.eq_ignore_ascii_case("none") {
+                        None
+                    } else {
+                        Some(
+                            m.parse()
+                                .map_err(|_| anyhow::anyhow!("bad message count {m:?}"))?,
+                        )
+                    };
+                }
+                let a = address_arg(&address)?;
+                store
+                    .meta()
+                    .set_quota(&a, q.storage_limit, q.message_limit)
+                    .await?;
+            }
+            println!(
+                "storage\t{}\t{}\nmessages\t{}\t{}",
+                q.storage_used,
+                limit_text(q.storage_limit),
+                q.messages_used,
+                limit_text(q.message_limit)
+            );
         }
     }
     Ok(())

@@ -142,6 +142,7 @@ impl Session {
                 self.no(tag, &format!("[ALREADYEXISTS] {what} already exists"))
             }
             StoreError::Invalid(why) => self.no(tag, &format!("[CANNOT] {why}")),
+            StoreError::OverQuota(_) => self.no(tag, "[OVERQUOTA] Quota exceeded"),
             e => {
                 tracing::warn!(error = %e, "IMAP: store unavailable");
                 self.no(tag, "[UNAVAILABLE] Temporary failure, try again later")
@@ -408,6 +409,12 @@ impl Session {
             C::Status { mailbox, items } => self.status(&tag, mailbox, items).await,
             C::Append { mailbox, messages } => self.append(&tag, mailbox, messages).await,
             C::Idle => self.idle(&tag).await,
+            C::GetQuota(root) => self.get_quota(&tag, root).await,
+            C::GetQuotaRoot(mailbox) => self.get_quota_root(&tag, mailbox).await,
+            C::SetQuota(_) => {
+                self.no(&tag, "[NOPERM] Quotas are set by the administrator");
+                Flow::Continue
+            }
             _ if !selected => {
                 self.bad(&tag, "No mailbox selected");
                 Flow::Continue

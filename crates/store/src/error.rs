@@ -23,6 +23,9 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("{0}")]
     Invalid(String),
+    /// The change would take the account past its quota: the user's to fix, not ours.
+    #[error("over quota: {0}")]
+    OverQuota(String),
     #[error("the store's schema is version {found}, newer than this binary knows ({known}); upgrade trimaran")]
     SchemaTooNew { found: i64, known: i64 },
     /// A bug or an unexpected answer from the back end. Still our fault, so still temporary for

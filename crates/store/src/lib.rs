@@ -149,6 +149,16 @@ pub trait MetaStore: Send + Sync {
     /// Remembers that a body failed verification, so that operators and the scrub see it.
     async fn record_corruption(&self, hash: &BlobHash, detail: &str) -> Result<()>;
 
+    /// The account's quota and current usage.
+    async fn quota(&self, account: AccountId) -> Result<Quota>;
+    /// Sets (or with None removes) the account's limits.
+    async fn set_quota(
+        &self,
+        address: &str,
+        storage: Option<u64>,
+        messages: Option<u64>,
+    ) -> Result<()>;
+
     /// Starts passing on changes made by other processes on the same store: the account id, or
     /// [`ALL_ACCOUNTS`] when some may have been missed. A store with one process has nothing
     /// to do.

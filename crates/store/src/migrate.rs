@@ -17,6 +17,7 @@ pub const SQLITE: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/sqlite/0005_search_index.sql"),
     ),
+    (6, include_str!("../migrations/sqlite/0006_quota.sql")),
 ];
 
 /// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
@@ -35,6 +36,7 @@ pub const POSTGRES: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/postgres/0005_search_index.sql"),
     ),
+    (6, include_str!("../migrations/postgres/0006_quota.sql")),
 ];
 
 pub fn latest(migrations: &[(i64, &str)]) -> i64 {

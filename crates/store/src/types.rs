@@ -337,6 +337,8 @@ pub struct MailboxCounts {
     pub unseen: u64,
     pub deleted: u64,
     pub size: u64,
+    /// Octets of the messages marked \Deleted.
+    pub deleted_size: u64,
 }
 
 /// Result of COPY or MOVE: the destination's UIDVALIDITY and (source, destination) UID pairs,
@@ -361,4 +363,31 @@ pub struct AppendRequest {
     pub message: NewMessage,
     pub flags: i64,
     pub keywords: Vec<String>,
+}
+
+/// An account's quota (RFC 9208 STORAGE and MESSAGE resources) and what it uses now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Bytes; None: no limit.
+    pub storage_limit: Option<u64>,
+    pub message_limit: Option<u64>,
+    pub storage_used: u64,
+    pub messages_used: u64,
+}
+
+impl Quota {
+    /// Whether adding `messages` messages of `bytes` in all would pass a limit.
+    pub fn exceeded_by(&self, messages: u64, bytes: u64) -> bool {
+        self.storage_limit
+            .is_some_and(|l| self.storage_used + bytes > l)
+            || self
+                .message_limit
+                .is_some_and(|l| self.messages_used + messages > l)
+    }
+
+    /// Whether the account is at or over a limit already.
+    pub fn full(&self) -> bool {
+        self.storage_limit.is_some_and(|l| self.storage_used >= l)
+            || self.message_limit.is_some_and(|l| self.messages_used >= l)
+    }
 }

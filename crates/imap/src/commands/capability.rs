@@ -36,6 +36,9 @@ impl Session {
             "UTF8=ACCEPT",
             "MULTIAPPEND",
             "BINARY",
+            "QUOTA",
+            "QUOTA=RES-STORAGE",
+            "QUOTA=RES-MESSAGE",
         ]);
         let mut text = caps.join(" ");
         text.push_str(&format!(

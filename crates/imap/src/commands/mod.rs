@@ -17,6 +17,7 @@ mod login;
 mod logout;
 mod namespace;
 mod noop;
+mod quota;
 mod rename;
 mod search;
 mod select;

@@ -47,7 +47,11 @@ impl Session {
         let needs_counts = items.iter().any(|i| {
             matches!(
                 i,
-                StatusItem::Messages | StatusItem::Unseen | StatusItem::Deleted | StatusItem::Size
+                StatusItem::Messages
+                    | StatusItem::Unseen
+                    | StatusItem::Deleted
+                    | StatusItem::Size
+                    | StatusItem::DeletedStorage
             )
         });
         let meta = self.server.core.store.meta();
@@ -69,6 +73,9 @@ impl Session {
                 StatusItem::Recent => "RECENT 0".to_string(),
                 StatusItem::HighestModSeq => format!("HIGHESTMODSEQ {}", record.highestmodseq),
                 StatusItem::MailboxId => format!("MAILBOXID (F{})", record.id),
+                StatusItem::DeletedStorage => {
+                    format!("DELETED-STORAGE {}", c.deleted_size.div_ceil(1024))
+                }
             })
             .collect();
         self.conn.queue(b"* STATUS ");

@@ -51,6 +51,8 @@ pub enum StatusItem {
     Recent,
     HighestModSeq,
     MailboxId,
+    /// RFC 9208 §4.2.4: octets of the messages marked \Deleted, in KiB.
+    DeletedStorage,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -146,6 +148,10 @@ pub enum CommandBody {
         remove: bool,
     },
     Idle,
+    /// RFC 9208 QUOTA.
+    GetQuota(Vec<u8>),
+    GetQuotaRoot(MailboxArg),
+    SetQuota(Vec<u8>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -371,6 +377,26 @@ fn command_body(lx: &mut Lexer<'_>) -> Result<CommandBody, ParseError> {
             }
         }
         "APPEND" => append(lx)?,
+        "GETQUOTA" => {
+            lx.sp()?;
+            C::GetQuota(lx.astring()?)
+        }
+        "GETQUOTAROOT" => {
+            lx.sp()?;
+            C::GetQuotaRoot(lx.astring()?)
+        }
+        "SETQUOTA" => {
+            lx.sp()?;
+            let root = lx.astring()?;
+            lx.sp()?;
+            // (resource limit ...), parsed only to answer it properly.
+            lx.list(|lx| {
+                lx.atom()?;
+                lx.sp()?;
+                lx.number()
+            })?;
+            C::SetQuota(root)
+        }
         "SEARCH" => search(lx, false)?,
         "FETCH" => fetch(lx, false)?,
         "STORE" => store(lx, false)?,
@@ -416,6 +442,7 @@ fn status_item(lx: &mut Lexer<'_>) -> Result<StatusItem, ParseError> {
         "RECENT" => StatusItem::Recent,
         "HIGHESTMODSEQ" => StatusItem::HighestModSeq,
         "MAILBOXID" => StatusItem::MailboxId,
+        "DELETED-STORAGE" => StatusItem::DeletedStorage,
         _ => return Err(ParseError::Syntax(format!("unknown STATUS item {w}"))),
     })
 }

@@ -56,6 +56,28 @@ impl Session {
                 return self.reply(common::temporary_failure());
             }
         };
+        if let Target::Local { accounts, forwards } = &target {
+            // A mailbox at its quota refuses more for now: RFC 3463 4.2.2, temporary, so the
+            // sender retries while the user makes room. Aliases to several accounts are not
+            // held back by one full member.
+            if let ([account], []) = (accounts.as_slice(), forwards.as_slice()) {
+                let store = self.server.core.store.clone();
+                match store.meta().quota(*account).await {
+                    Ok(q) if q.full() => {
+                        return self.reply(Reply::new(
+                            452,
+                            "4.2.2",
+                            "Mailbox full, try again later",
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "quota lookup failed");
+                        return self.reply(common::temporary_failure());
+                    }
+                }
+            }
+        }
         if let Some(tx) = self.tx.as_mut() {
             tx.recipients.push(Recipient {
                 address: addr,

@@ -629,6 +629,38 @@ async fn remove_entries(
     Ok(removed.into_iter().map(|u| u as u32).collect())
 }
 
+const QUOTA_QUERY: &str = "SELECT a.quota_storage, a.quota_messages,
+       (SELECT coalesce(sum(size), 0)::BIGINT FROM mailbox_messages WHERE account_id = a.id),
+       (SELECT count(*) FROM mailbox_messages WHERE account_id = a.id)
+     FROM accounts a WHERE a.id = $1";
+
+async fn quota_of(c: &impl GenericClient, account: AccountId) -> Result<Quota> {
+    let r = c
+        .query_opt(QUOTA_QUERY, &[&account])
+        .await
+        .map_err(map_err)?
+        .ok_or_else(|| StoreError::NotFound(format!("account {account}")))?;
+    Ok(Quota {
+        storage_limit: r.get::<_, Option<i64>>(0).map(|v| v as u64),
+        message_limit: r.get::<_, Option<i64>>(1).map(|v| v as u64),
+        storage_used: r.get::<_, i64>(2) as u64,
+        messages_used: r.get::<_, i64>(3) as u64,
+    })
+}
+
+/// Refuses a change that adds `messages` messages of `bytes` past the account's quota. Runs
+/// after the account row is locked by the MODSEQ bump, so concurrent changes see each other.
+async fn check_quota(tx: &Tx<'_>, account: AccountId, messages: u64, bytes: u64) -> Result<()> {
+    let quota = quota_of(tx, account).await?;
+    if quota.exceeded_by(messages, bytes) {
+        return Err(StoreError::OverQuota(format!(
+            "{} messages, {} bytes in use",
+            quota.messages_used, quota.storage_used
+        )));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl MetaStore for PostgresStore {
     async fn schema_version(&self) -> Result<i64> {
@@ -1108,7 +1140,8 @@ impl MetaStore for PostgresStore {
         let r = c
             .query_one(
                 "SELECT count(*), count(*) FILTER (WHERE flags & 1 = 0),
-                        count(*) FILTER (WHERE flags & 8 <> 0), coalesce(sum(size), 0)::BIGINT
+                        count(*) FILTER (WHERE flags & 8 <> 0), coalesce(sum(size), 0)::BIGINT,
+                        coalesce(sum(size) FILTER (WHERE flags & 8 <> 0), 0)::BIGINT
                  FROM mailbox_messages WHERE mailbox_id = $1",
                 &[&mailbox],
             )
@@ -1119,6 +1152,7 @@ impl MetaStore for PostgresStore {
             unseen: r.get::<_, i64>(1) as u64,
             deleted: r.get::<_, i64>(2) as u64,
             size: r.get::<_, i64>(3) as u64,
+            deleted_size: r.get::<_, i64>(4) as u64,
         })
     }
 
@@ -1202,6 +1236,8 @@ impl MetaStore for PostgresStore {
         let record = mailbox_by_id(&tx, account, mailbox).await?;
         let now = now_unix();
         let modseq = bump_modseq(&tx, account).await?;
+        let bytes: u64 = messages.iter().map(|m| m.message.blob.size).sum();
+        check_quota(&tx, account, messages.len() as u64, bytes).await?;
         let mut entries = Vec::new();
         for m in messages.iter() {
             insert_message(&tx, &m.message, write_blob, now).await?;
@@ -1308,6 +1344,10 @@ impl MetaStore for PostgresStore {
             return Ok(outcome);
         }
         let modseq = bump_modseq(&tx, account).await?;
+        if !remove_source {
+            let bytes: u64 = sources.iter().map(|e| e.size).sum();
+            check_quota(&tx, account, sources.len() as u64, bytes).await?;
+        }
         let new_uids = add_entries(&tx, account, to, &sources, modseq).await?;
         outcome.pairs = sources.iter().map(|e| e.uid).zip(new_uids).collect();
         if remove_source {
@@ -1379,6 +1419,35 @@ impl MetaStore for PostgresStore {
         )
         .await
         .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn quota(&self, account: AccountId) -> Result<Quota> {
+        let c = self.client().await?;
+        quota_of(&c, account).await
+    }
+
+    async fn set_quota(
+        &self,
+        address: &str,
+        storage: Option<u64>,
+        messages: Option<u64>,
+    ) -> Result<()> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE accounts SET quota_storage = $2, quota_messages = $3 WHERE address = $1",
+                &[
+                    &address,
+                    &storage.map(|v| v as i64),
+                    &messages.map(|v| v as i64),
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("account {address}")));
+        }
         Ok(())
     }
 

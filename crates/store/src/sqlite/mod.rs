@@ -593,6 +593,40 @@ fn remove_entries(
     Ok(removed)
 }
 
+const QUOTA_QUERY: &str = "SELECT a.quota_storage, a.quota_messages,
+       (SELECT coalesce(sum(size), 0) FROM mailbox_messages WHERE account_id = a.id),
+       (SELECT count(*) FROM mailbox_messages WHERE account_id = a.id)
+     FROM accounts a WHERE a.id = ?1";
+
+fn quota_of(conn: &Connection, account: AccountId) -> Result<Quota> {
+    conn.prepare_cached(QUOTA_QUERY)
+        .and_then(|mut st| {
+            st.query_row([account], |r| {
+                Ok(Quota {
+                    storage_limit: r.get::<_, Option<i64>>(0)?.map(|v| v as u64),
+                    message_limit: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
+                    storage_used: r.get::<_, i64>(2)? as u64,
+                    messages_used: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .optional()
+        })
+        .map_err(map_err)?
+        .ok_or_else(|| StoreError::NotFound(format!("account {account}")))
+}
+
+/// Refuses a change that adds `messages` messages of `bytes` past the account's quota.
+fn check_quota(conn: &Connection, account: AccountId, messages: u64, bytes: u64) -> Result<()> {
+    let quota = quota_of(conn, account)?;
+    if quota.exceeded_by(messages, bytes) {
+        return Err(StoreError::OverQuota(format!(
+            "{} messages, {} bytes in use",
+            quota.messages_used, quota.storage_used
+        )));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl MetaStore for SqliteStore {
     async fn schema_version(&self) -> Result<i64> {
@@ -1093,7 +1127,7 @@ impl MetaStore for SqliteStore {
         self.read(move |c| {
             c.prepare_cached(
                 "SELECT count(*), coalesce(sum(flags & 1 = 0), 0), coalesce(sum(flags & 8 != 0), 0),
-                        coalesce(sum(size), 0)
+                        coalesce(sum(size), 0), coalesce(sum(CASE WHEN flags & 8 != 0 THEN size END), 0)
                  FROM mailbox_messages WHERE mailbox_id = ?1",
             )
             .and_then(|mut st| {
@@ -1103,6 +1137,7 @@ impl MetaStore for SqliteStore {
                         unseen: r.get::<_, i64>(1)? as u64,
                         deleted: r.get::<_, i64>(2)? as u64,
                         size: r.get::<_, i64>(3)? as u64,
+                        deleted_size: r.get::<_, i64>(4)? as u64,
                     })
                 })
             })
@@ -1189,6 +1224,8 @@ impl MetaStore for SqliteStore {
     ) -> Result<Vec<Appended>> {
         self.write(move |c| {
             let record = mailbox_by_id(c, account, mailbox)?;
+            let bytes: u64 = messages.iter().map(|m| m.message.blob.size).sum();
+            check_quota(c, account, messages.len() as u64, bytes)?;
             let now = now_unix();
             let modseq = bump_modseq(c, account)?;
             let mut out = Vec::new();
@@ -1303,6 +1340,10 @@ impl MetaStore for SqliteStore {
             if sources.is_empty() {
                 return Ok(outcome);
             }
+            if !remove_source {
+                let bytes: u64 = sources.iter().map(|e| e.size).sum();
+                check_quota(c, account, sources.len() as u64, bytes)?;
+            }
             let modseq = bump_modseq(c, account)?;
             for e in &sources {
                 let uid = add_entry(
@@ -1412,6 +1453,32 @@ impl MetaStore for SqliteStore {
                 params![account, holder],
             )
             .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn quota(&self, account: AccountId) -> Result<Quota> {
+        self.read(move |c| quota_of(c, account)).await
+    }
+
+    async fn set_quota(
+        &self,
+        address: &str,
+        storage: Option<u64>,
+        messages: Option<u64>,
+    ) -> Result<()> {
+        let address = address.to_string();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE accounts SET quota_storage = ?2, quota_messages = ?3 WHERE address = ?1",
+                    params![address, storage.map(|v| v as i64), messages.map(|v| v as i64)],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("account {address}")));
+            }
             Ok(())
         })
         .await
