@@ -529,3 +529,73 @@ def test_quota_getquotaroot_overquota_and_smtp_452(box):
     typ, data = m.status("INBOX", "(DELETED-STORAGE)")
     assert data[0].endswith(b"(DELETED-STORAGE 0)"), data
     m.logout()
+
+
+def threaded_message(sender, subject, date, msgid, extra=""):
+    date_line = f"Date: {date}\r\n" if date else ""
+    return (f"From: {sender}\r\nTo: list@example.test\r\nSubject: {subject}\r\n{date_line}"
+            f"Message-ID: <{msgid}>\r\n{extra}\r\nAbout {subject}.\r\n").encode()
+
+
+def test_sort_and_thread(box):
+    """RFC 5256 SORT and THREAD (and RFC 5957 DISPLAYFROM) on a conversation with a reply
+    to a missing message, a forward, a mailing-list tag and a message with no Date."""
+    m = login(box)
+    ok(m.create("Threads"))
+    mails = [
+        ("Zed <zed@x.test>", "Plan", "Sun, 1 Nov 2026 10:00:00 +0000", "a@x", "", "10-Nov-2026"),
+        ("alice <Alice@x.test>", "Re: Plan", "Tue, 3 Nov 2026 10:00:00 +0000", "b@x",
+         "In-Reply-To: <a@x>\r\n", "09-Nov-2026"),
+        ("Bob <bob@x.test>", "[list] Budget", "Mon, 2 Nov 2026 10:00:00 +0000", "c@x", "", "08-Nov-2026"),
+        ("Xavier <carol@x.test>", "Re: Plan", "Thu, 5 Nov 2026 10:00:00 +0000", "d@x",
+         "References: <a@x> <b@x>\r\n", "07-Nov-2026"),
+        ("Dave <dave@x.test>", "Fwd: budget", None, "e@x", "", "04-Nov-2026"),
+        ("=?UTF-8?B?w4ltaWxl?= <emile@x.test>", "Re: Lost", "Sat, 31 Oct 2026 10:00:00 +0000",
+         "f@x", "References: <gone@x>\r\n", "06-Nov-2026"),
+    ]
+    sizes = []
+    for sender, subject, date, msgid, extra, arrived in mails:
+        data = threaded_message(sender, subject, date, msgid, extra) + b"x" * (len(sizes) * 37 % 100)
+        sizes.append(len(data))
+        ok(m.append("Threads", None, f'"{arrived} 12:00:00 +0000"', data))
+    ok(m.select("Threads"))
+    r = Raw(box)
+    r.cmd("SELECT Threads")
+
+    def sort(criteria, search="ALL", uid=""):
+        lines, _ = r.cmd(f"{uid}SORT ({criteria}) UTF-8 {search}")
+        assert len(lines) == 1 and lines[0].startswith(b"* SORT"), lines
+        return lines[0].decode().split()[2:]
+
+    assert sort("SUBJECT") == "3 5 6 1 2 4".split()
+    assert sort("DATE") == "6 1 3 2 5 4".split()
+    assert sort("REVERSE DATE") == "4 5 2 3 1 6".split()
+    assert sort("FROM") == "2 3 4 5 6 1".split()
+    assert sort("DISPLAYFROM") == "2 3 5 6 4 1".split()
+    by_size = sorted(range(1, 7), key=lambda i: (sizes[i - 1], i))
+    assert sort("SIZE") == [str(i) for i in by_size]
+    assert sort("ARRIVAL", uid="UID ") == "5 6 4 3 2 1".split()
+    assert sort("SUBJECT REVERSE DATE") == "5 3 6 4 2 1".split()
+    assert sort("DATE", search="SUBJECT plan") == "1 2 4".split()
+    assert sort("DATE", search="SUBJECT nothing-like-this") == []
+
+    lines, _ = r.cmd("THREAD REFERENCES UTF-8 ALL")
+    assert lines == [b"* THREAD (6)(1 2 4)(3 5)\r\n"], lines
+    lines, _ = r.cmd("UID THREAD ORDEREDSUBJECT US-ASCII ALL")
+    assert lines == [b"* THREAD (6)(1 (2)(4))(3 5)\r\n"], lines
+    lines, _ = r.cmd("THREAD REFERENCES UTF-8 FROM nobody")
+    assert lines == [b"* THREAD\r\n"], lines
+
+    # Errors change nothing and say why (RFC 5256 §4: the charset is mandatory).
+    for bad in ["SORT (FOO) UTF-8 ALL", "SORT () UTF-8 ALL", "SORT DATE UTF-8 ALL",
+                "THREAD FOO UTF-8 ALL", "THREAD REFERENCES", "UID SORT (DATE) UTF-8"]:
+        _, tagged = r.cmd(bad, expect="BAD")
+    _, tagged = r.cmd("SORT (DATE) KOI8-R ALL", expect="NO")
+    assert b"[BADCHARSET" in tagged, tagged
+    r.cmd("UNSELECT")
+    r.cmd("SORT (DATE) UTF-8 ALL", expect="BAD")
+    caps = r.cmd("CAPABILITY")[0][0]
+    for cap in [b" SORT ", b" SORT=DISPLAY ", b" THREAD=REFERENCES ", b" THREAD=ORDEREDSUBJECT "]:
+        assert cap in caps, caps
+    r.close()
+    m.logout()

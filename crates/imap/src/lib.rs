@@ -1,10 +1,12 @@
 //! IMAP: `parser` turns bytes into commands, `commands` carries them out (one module per
-//! command), `fetch` builds message data from what the store parsed at delivery, `session`
-//! holds a connection's state and `listener` accepts connections.
+//! command), `fetch` builds message data and `order` sorts and threads messages from what the
+//! store parsed at delivery, `session` holds a connection's state and `listener` accepts
+//! connections.
 
 pub mod commands;
 pub mod fetch;
 pub mod listener;
+pub mod order;
 pub mod parser;
 pub mod response;
 pub mod session;

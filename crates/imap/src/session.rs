@@ -424,6 +424,12 @@ impl Session {
             C::Unselect => self.close(&tag, false).await,
             C::Expunge { uids } => self.expunge(&tag, uids).await,
             C::Search { uid, key, returns } => self.search(&tag, uid, key, returns).await,
+            C::Sort { uid, criteria, key } => self.sort(&tag, uid, criteria, key).await,
+            C::Thread {
+                uid,
+                algorithm,
+                key,
+            } => self.thread(&tag, uid, algorithm, key).await,
             C::Fetch {
                 uid,
                 set,

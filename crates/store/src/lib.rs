@@ -68,6 +68,8 @@ pub trait MetaStore: Send + Sync {
         uid: u32,
     ) -> Result<Option<MessageRecord>>;
     async fn message_meta(&self, hash: &BlobHash) -> Result<Option<MessageMeta>>;
+    /// The parsed metadata of many messages at once (SORT, THREAD); unknown hashes are left out.
+    async fn message_metas(&self, hashes: &[BlobHash]) -> Result<Vec<(BlobHash, MessageMeta)>>;
 
     /// Removes messages from a mailbox (POP3 DELE at QUIT, IMAP EXPUNGE) in one transaction:
     /// one MODSEQ for the operation, one `expunge` change per message. UIDs already gone are

@@ -140,18 +140,15 @@ fn has_modseq(key: &SearchKey) -> bool {
     }
 }
 
+/// A message a search matched: (sequence number, UID, MODSEQ).
+pub(crate) type Found = (u32, u32, u64);
+
 impl Session {
-    pub(crate) async fn search(
-        &mut self,
-        tag: &str,
-        uid: bool,
-        key: SearchKey,
-        returns: Option<Vec<SearchReturn>>,
-    ) -> Flow {
-        let (text_keys, date_keys) = needs_content(&key);
-        let Some(sel) = &self.selected else {
-            return Flow::Continue;
-        };
+    /// The messages of the selected mailbox that match `key`, in mailbox order; None when the
+    /// store failed, which has then been answered.
+    pub(crate) async fn matching(&mut self, tag: &str, key: &SearchKey) -> Option<Vec<Found>> {
+        let (text_keys, date_keys) = needs_content(key);
+        let sel = self.selected.as_ref()?;
         let mailbox = sel.mailbox.id;
         let messages = sel.messages.clone();
         let max_uid = messages.last().map_or(0, |m| m.uid);
@@ -159,7 +156,7 @@ impl Session {
         let wait = self.wait();
         // The index narrows the messages to look at; the stored text decides (exact substring).
         let mut needles = Vec::new();
-        required_needles(&key, &mut needles);
+        required_needles(key, &mut needles);
         let grams: Vec<String> = needles
             .iter()
             .flat_map(|n| query_grams(n))
@@ -173,7 +170,7 @@ impl Session {
                 Ok(uids) => Some(uids.into_iter().collect()),
                 Err(e) => {
                     self.store_failed(tag, &e);
-                    return Flow::Continue;
+                    return None;
                 }
             }
         };
@@ -182,14 +179,14 @@ impl Session {
             .enumerate()
             .filter(|(_, m)| candidates.as_ref().is_none_or(|c| c.contains(&m.uid)))
             .collect();
-        let mut found: Vec<(u32, u32, u64)> = Vec::new();
+        let mut found: Vec<Found> = Vec::new();
         for chunk in looked_at.chunks(500) {
             let contents = if text_keys || date_keys {
                 match load_contents(&store, wait, chunk, text_keys, date_keys).await {
                     Ok(c) => c,
                     Err(e) => {
                         self.store_failed(tag, &e);
-                        return Flow::Continue;
+                        return None;
                     }
                 }
             } else {
@@ -202,11 +199,24 @@ impl Session {
                     max_uid,
                     saved: &self.saved,
                 };
-                if matches(&key, m, contents.get(n), &ctx) {
+                if matches(key, m, contents.get(n), &ctx) {
                     found.push((*i as u32 + 1, m.uid, m.modseq));
                 }
             }
         }
+        Some(found)
+    }
+
+    pub(crate) async fn search(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        key: SearchKey,
+        returns: Option<Vec<SearchReturn>>,
+    ) -> Flow {
+        let Some(found) = self.matching(tag, &key).await else {
+            return Flow::Continue;
+        };
         let modseq = has_modseq(&key).then(|| found.iter().map(|f| f.2).max().unwrap_or(0));
         if has_modseq(&key) {
             self.condstore = true;

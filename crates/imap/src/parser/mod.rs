@@ -70,6 +70,32 @@ pub struct ListOptions {
     pub extended: bool,
 }
 
+/// RFC 5256 §3 sort-key, with DISPLAYFROM and DISPLAYTO from RFC 5957.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortKey {
+    Arrival,
+    Cc,
+    Date,
+    From,
+    Size,
+    Subject,
+    To,
+    DisplayFrom,
+    DisplayTo,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SortCriterion {
+    pub key: SortKey,
+    pub reverse: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadAlgorithm {
+    OrderedSubject,
+    References,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommandBody {
     Capability,
@@ -125,6 +151,18 @@ pub enum CommandBody {
         uid: bool,
         key: SearchKey,
         returns: Option<Vec<SearchReturn>>,
+    },
+    /// RFC 5256 SORT.
+    Sort {
+        uid: bool,
+        criteria: Vec<SortCriterion>,
+        key: SearchKey,
+    },
+    /// RFC 5256 THREAD.
+    Thread {
+        uid: bool,
+        algorithm: ThreadAlgorithm,
+        key: SearchKey,
     },
     Fetch {
         uid: bool,
@@ -398,6 +436,8 @@ fn command_body(lx: &mut Lexer<'_>) -> Result<CommandBody, ParseError> {
             C::SetQuota(root)
         }
         "SEARCH" => search(lx, false)?,
+        "SORT" => sort(lx, false)?,
+        "THREAD" => thread(lx, false)?,
         "FETCH" => fetch(lx, false)?,
         "STORE" => store(lx, false)?,
         "COPY" | "MOVE" => copy(lx, false, name == "MOVE")?,
@@ -406,6 +446,8 @@ fn command_body(lx: &mut Lexer<'_>) -> Result<CommandBody, ParseError> {
             let sub = lx.atom()?.to_ascii_uppercase();
             match sub.as_str() {
                 "SEARCH" => search(lx, true)?,
+                "SORT" => sort(lx, true)?,
+                "THREAD" => thread(lx, true)?,
                 "FETCH" => fetch(lx, true)?,
                 "STORE" => store(lx, true)?,
                 "COPY" | "MOVE" => copy(lx, true, sub == "MOVE")?,
@@ -578,6 +620,64 @@ fn search(lx: &mut Lexer<'_>, uid: bool) -> Result<CommandBody, ParseError> {
     }
     let key = parser.keys(lx, 0)?;
     Ok(CommandBody::Search { uid, key, returns })
+}
+
+/// RFC 5256 §4 search-criteria: unlike SEARCH, the charset is mandatory.
+fn search_criteria(lx: &mut Lexer<'_>) -> Result<SearchKey, ParseError> {
+    let charset = lx.astring()?;
+    let charset = String::from_utf8_lossy(&charset).to_ascii_uppercase();
+    if charset != "UTF-8" && charset != "US-ASCII" {
+        return Err(ParseError::BadCharset);
+    }
+    lx.sp()?;
+    let mut parser = search::SearchParser::new();
+    parser.utf8 = true;
+    parser.keys(lx, 0)
+}
+
+fn sort(lx: &mut Lexer<'_>, uid: bool) -> Result<CommandBody, ParseError> {
+    lx.sp()?;
+    let criteria = lx.list(|lx| {
+        let reverse = lx.keyword("REVERSE");
+        if reverse {
+            lx.sp()?;
+        }
+        let key = match lx.atom()?.to_ascii_uppercase().as_str() {
+            "ARRIVAL" => SortKey::Arrival,
+            "CC" => SortKey::Cc,
+            "DATE" => SortKey::Date,
+            "FROM" => SortKey::From,
+            "SIZE" => SortKey::Size,
+            "SUBJECT" => SortKey::Subject,
+            "TO" => SortKey::To,
+            "DISPLAYFROM" => SortKey::DisplayFrom,
+            "DISPLAYTO" => SortKey::DisplayTo,
+            _ => return Err(syntax("unknown sort key")),
+        };
+        Ok(SortCriterion { key, reverse })
+    })?;
+    if criteria.is_empty() {
+        return Err(syntax("SORT needs a sort key"));
+    }
+    lx.sp()?;
+    let key = search_criteria(lx)?;
+    Ok(CommandBody::Sort { uid, criteria, key })
+}
+
+fn thread(lx: &mut Lexer<'_>, uid: bool) -> Result<CommandBody, ParseError> {
+    lx.sp()?;
+    let algorithm = match lx.atom()?.to_ascii_uppercase().as_str() {
+        "ORDEREDSUBJECT" => ThreadAlgorithm::OrderedSubject,
+        "REFERENCES" => ThreadAlgorithm::References,
+        _ => return Err(syntax("unknown threading algorithm")),
+    };
+    lx.sp()?;
+    let key = search_criteria(lx)?;
+    Ok(CommandBody::Thread {
+        uid,
+        algorithm,
+        key,
+    })
 }
 
 fn fetch(lx: &mut Lexer<'_>, uid: bool) -> Result<CommandBody, ParseError> {

@@ -969,6 +969,25 @@ impl MetaStore for PostgresStore {
         .transpose()
     }
 
+    async fn message_metas(&self, hashes: &[BlobHash]) -> Result<Vec<(BlobHash, MessageMeta)>> {
+        let keys: Vec<String> = hashes.iter().map(BlobHash::to_hex).collect();
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT hash, meta FROM message_meta WHERE hash = ANY($1)",
+                &[&keys],
+            )
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let meta = serde_json::from_str(r.get::<_, &str>(1))
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                Ok((r.get::<_, String>(0).parse()?, meta))
+            })
+            .collect()
+    }
+
     async fn expunge(
         &self,
         account: AccountId,

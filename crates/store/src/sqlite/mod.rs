@@ -955,6 +955,29 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn message_metas(&self, hashes: &[BlobHash]) -> Result<Vec<(BlobHash, MessageMeta)>> {
+        let hashes = hashes.to_vec();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT meta FROM message_meta WHERE hash = ?1")
+                .map_err(map_err)?;
+            let mut out = Vec::with_capacity(hashes.len());
+            for h in hashes {
+                let json: Option<String> = st
+                    .query_row([h.to_hex()], |r| r.get(0))
+                    .optional()
+                    .map_err(map_err)?;
+                if let Some(j) = json {
+                    let meta = serde_json::from_str(&j)
+                        .map_err(|e| StoreError::Internal(e.to_string()))?;
+                    out.push((h, meta));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn expunge(
         &self,
         account: AccountId,
