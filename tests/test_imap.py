@@ -8,6 +8,7 @@ import socket
 import ssl
 import threading
 import time
+import zlib
 
 import pytest
 
@@ -598,4 +599,207 @@ def test_sort_and_thread(box):
     for cap in [b" SORT ", b" SORT=DISPLAY ", b" THREAD=REFERENCES ", b" THREAD=ORDEREDSUBJECT "]:
         assert cap in caps, caps
     r.close()
+    m.logout()
+
+
+BOB = "bob@example.test"
+
+
+def test_acl_sharing_between_accounts(box):
+    """RFC 4314: Alice shares a folder with Bob, rights by rights; Bob never sees what is not
+    shared (G4), and what he may do there is checked again at every command."""
+    box.add_account(BOB, PASSWORD)
+    bob_name = '"Other Users/alice@example.test/Team"'
+    alice = Raw(box)
+    bob = Raw(box, login_as=BOB)
+    alice.cmd("CREATE Team")
+    alice.cmd("CREATE Private")
+    data = message(7, subject="team plan")
+    alice.send(f"t800 APPEND Team {{{len(data)}+}}\r\n".encode() + data + b"\r\n")
+    alice.read_until("t800")
+
+    # Nothing shared yet: not listed, and indistinguishable from a mailbox that does not exist.
+    lines, _ = bob.cmd('LIST "" "*"')
+    assert not any(b"Other Users" in l for l in lines), lines
+    for cmd in [f"SELECT {bob_name}", f"STATUS {bob_name} (MESSAGES)", f"MYRIGHTS {bob_name}",
+                'SELECT "Other Users/alice@example.test/INBOX"',
+                'GETACL "Other Users/alice@example.test/Private"']:
+        _, tagged = bob.cmd(cmd, expect="NO")
+        assert b"[NONEXISTENT]" in tagged, (cmd, tagged)
+
+    # Bob may not change Alice's rights; Alice's grants are checked.
+    _, tagged = alice.cmd("SETACL Team nobody@example.test lr", expect="NO")
+    assert b"[CANNOT]" in tagged
+    _, tagged = alice.cmd("SETACL Team anyone lr", expect="NO")
+    assert b"[CANNOT]" in tagged
+    alice.cmd("SETACL Team bob@example.test lrz", expect="BAD")
+    alice.cmd("SETACL Team bob@example.test lr")
+    lines, _ = alice.cmd("GETACL Team")
+    assert lines == [b'* ACL "Team" "alice@example.test" "lrswipkxtea" "bob@example.test" "lr"\r\n'], lines
+    lines, _ = alice.cmd("LISTRIGHTS Team bob@example.test")
+    assert lines == [b'* LISTRIGHTS "Team" "bob@example.test" "" l r s w i p k x t e a\r\n'], lines
+    lines, _ = alice.cmd("MYRIGHTS Team")
+    assert lines == [b'* MYRIGHTS "Team" "lrswipkxtea"\r\n'], lines
+
+    # Read-only sharing: listed in the other users' namespace, selectable read-only.
+    lines, _ = bob.cmd("NAMESPACE")
+    assert lines == [b'* NAMESPACE (("" "/")) (("Other Users/" "/")) NIL\r\n'], lines
+    lines, _ = bob.cmd('LIST "" "*"')
+    shared = [l for l in lines if b"Other Users" in l]
+    assert b'"Other Users/alice@example.test/Team"' in b"".join(shared), shared
+    assert not any(b"Private" in l or b"INBOX\"" in l and b"alice" in l for l in shared), shared
+    lines, _ = bob.cmd(f"MYRIGHTS {bob_name}")
+    assert lines[0].endswith(b' "lr"\r\n'), lines
+    lines, tagged = bob.cmd(f"SELECT {bob_name}")
+    assert b"[READ-ONLY]" in tagged and b"* 1 EXISTS\r\n" in lines, (lines, tagged)
+    lines, _ = bob.cmd("FETCH 1 (BODY[HEADER.FIELDS (SUBJECT)] FLAGS)")
+    assert b"team plan" in lines[0] and b"\\Seen" not in lines[0], lines  # no "s": no \Seen
+    _, tagged = bob.cmd("STORE 1 +FLAGS (\\Flagged)", expect="NO")
+    _, tagged = bob.cmd("GETACL " + bob_name, expect="NO")
+    assert b"[NOPERM]" in tagged
+    _, tagged = bob.cmd(f"SETACL {bob_name} bob@example.test +lrswi", expect="NO")
+    assert b"[NOPERM]" in tagged
+    data = b"Subject: from bob\r\n\r\nhi\r\n"
+    bob.send(f"t900 APPEND {bob_name} {{{len(data)}+}}\r\n".encode() + data + b"\r\n")
+    _, tagged = bob.read_until("t900", expect="NO")
+    assert b"[NOPERM]" in tagged, tagged
+    _, tagged = bob.cmd(f"DELETE {bob_name}", expect="NO")
+    assert b"[NOPERM]" in tagged
+
+    # More rights: flags and insert; the changes are Alice's and she sees them.
+    alice.cmd("SETACL Team bob@example.test +swi")
+    bob.cmd(f"SELECT {bob_name}")
+    bob.cmd("STORE 1 +FLAGS (\\Flagged $Work)")
+    _, tagged = bob.cmd("STORE 1 +FLAGS (\\Deleted)", expect="NO")
+    assert b"[NOPERM]" in tagged, tagged
+    bob.cmd("EXPUNGE", expect="NO")
+    bob.send(f"t901 APPEND {bob_name} (\\Seen \\Deleted) {{{len(data)}+}}\r\n".encode() + data + b"\r\n")
+    _, tagged = bob.read_until("t901")
+    assert b"APPENDUID" in tagged, tagged
+    lines, _ = bob.cmd("UID COPY 1 INBOX")  # out of the shared mailbox into his own
+    alice.cmd("SELECT Team")
+    lines, _ = alice.cmd("FETCH 1:* (FLAGS)")
+    flags = b"".join(lines)
+    assert b"\\Flagged" in flags and b"$Work" in flags, flags
+    assert b"\\Deleted" not in flags, "no 't' right: \\Deleted was dropped from the APPEND"
+    assert flags.count(b"FETCH") == 2, flags
+    bob.cmd("SELECT INBOX")
+    lines, _ = bob.cmd("SEARCH SUBJECT \"team plan\"")
+    assert lines[0].strip() != b"* SEARCH", "the copy reached Bob's INBOX"
+    lines, _ = bob.cmd(f"STATUS {bob_name} (MESSAGES)")
+    assert lines[0].endswith(b"(MESSAGES 2)\r\n"), lines
+
+    # Revoked while selected: the next command finds the mailbox closed.
+    bob.cmd(f"SELECT {bob_name}")
+    alice.cmd("DELETEACL Team bob@example.test")
+    lines, tagged = bob.cmd("FETCH 1 (FLAGS)", expect="NO")
+    assert b"[NOPERM]" in tagged and any(b"[CLOSED]" in l for l in lines), (lines, tagged)
+    lines, _ = bob.cmd('LIST "" "*"')
+    assert not any(b"Other Users" in l for l in lines), lines
+    _, tagged = bob.cmd(f"STATUS {bob_name} (MESSAGES)", expect="NO")
+    assert b"[NONEXISTENT]" in tagged
+    caps = alice.cmd("CAPABILITY")[0][0]
+    assert b" ACL " in caps and b" RIGHTS=kxte " in caps, caps
+    alice.close()
+    bob.close()
+
+
+class Deflated:
+    """An IMAP session that has sent COMPRESS DEFLATE (RFC 4978): raw DEFLATE both ways."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.out = zlib.compressobj(wbits=-15)
+        self.inp = zlib.decompressobj(wbits=-15)
+        self.buf = b""
+        self.n = 0
+
+    def send(self, data):
+        self.raw.send(self.out.compress(data) + self.out.flush(zlib.Z_SYNC_FLUSH))
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.raw.s.recv(65536)
+            assert chunk, "connection closed"
+            self.buf += self.inp.decompress(chunk)
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line + b"\r\n"
+
+    def read(self, n):
+        while len(self.buf) < n:
+            chunk = self.raw.s.recv(65536)
+            assert chunk, "connection closed"
+            self.buf += self.inp.decompress(chunk)
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def cmd(self, text, expect="OK"):
+        self.n += 1
+        tag = f"z{self.n}"
+        self.send(f"{tag} {text}\r\n".encode() if isinstance(text, str) else tag.encode() + b" " + text + b"\r\n")
+        lines = []
+        while True:
+            line = self.line()
+            m = re.search(rb"\{(\d+)\}\r\n$", line)
+            if m:
+                line += self.read(int(m.group(1))) + self.line()
+            if line.startswith(tag.encode() + b" "):
+                assert line.split()[1].decode() == expect, (line, lines)
+                return lines, line
+            lines.append(line)
+
+
+def test_compress_deflate(box):
+    r = Raw(box)
+    assert b"COMPRESS=DEFLATE" in r.cmd("CAPABILITY")[0][0]
+    r.cmd("COMPRESS LZW", expect="BAD")
+    r.cmd("COMPRESS DEFLATE")
+    # The raw socket is now only compressed data (the file reader must not be used).
+    z = Deflated(r)
+    z.cmd("COMPRESS DEFLATE", expect="NO")
+    lines, _ = z.cmd("SELECT INBOX")
+    assert b"* 3 EXISTS\r\n" in lines, lines
+    # A body bigger than one inflate step, both ways.
+    body = b"Subject: big\r\n\r\n" + b"".join(b"line %06d of a compressible body\r\n" % i for i in range(20000))
+    z.send(f"z100 APPEND INBOX {{{len(body)}+}}\r\n".encode() + body + b"\r\n")
+    tagged = z.line()
+    while tagged.startswith(b"* "):
+        tagged = z.line()
+    assert tagged.startswith(b"z100 OK"), tagged
+    lines, _ = z.cmd("FETCH 4 (BODY.PEEK[])")
+    assert lines[0].endswith(body + b")\r\n"), lines[0][:200]
+    lines, _ = z.cmd("SEARCH BODY \"line 019999\"")
+    assert lines == [b"* ESEARCH (TAG \"z4\") ALL 4\r\n"] or lines == [b"* SEARCH 4\r\n"], lines
+    z.cmd("LOGOUT")
+    r.close()
+
+    # A decompression bomb: a 16 MB line compresses to a few kilobytes. The server refuses
+    # the line without holding it, and stays well.
+    r = Raw(box)
+    r.cmd("COMPRESS DEFLATE")
+    z = Deflated(r)
+    bomb = zlib.compressobj(wbits=-15)
+    payload = bomb.compress(b"a" * 16_000_000) + bomb.flush(zlib.Z_SYNC_FLUSH)
+    assert len(payload) < 100_000
+    try:
+        z.raw.send(payload)
+        reply = z.line()
+        assert b"BAD" in reply or b"BYE" in reply, reply
+    except (OSError, AssertionError) as e:
+        assert "connection closed" in str(e) or isinstance(e, OSError), e
+    r.close()
+
+    # Garbage instead of DEFLATE data ends the session, nothing else.
+    r = Raw(box)
+    r.cmd("COMPRESS DEFLATE")
+    r.send(b"\xff" * 64)
+    r.s.settimeout(10)
+    try:
+        while r.s.recv(4096):
+            pass
+    except OSError:
+        pass
+    r.close()
+    m = login(box)
+    ok(m.select("INBOX"))
     m.logout()

@@ -9,6 +9,7 @@ pub mod listener;
 pub mod order;
 pub mod parser;
 pub mod response;
+pub mod rights;
 pub mod session;
 pub mod utf7;
 

@@ -73,7 +73,7 @@ fn leader(s: &[u8]) -> Option<usize> {
 pub fn base_subject(subject: &str) -> (String, bool) {
     // (1) Encoded-words were decoded at delivery; whitespace runs become one space.
     let mut s = String::with_capacity(subject.len());
-    for word in subject.split(|c: char| c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+    for word in subject.split([' ', '\t', '\r', '\n']) {
         if word.is_empty() {
             continue;
         }

@@ -17,6 +17,7 @@ use trimaran_core::store::{
 use crate::listener::{AccountSlot, ImapServer};
 use crate::parser::{self, parse_command, Bound, CommandBody, ParseError, SeqSet};
 use crate::response;
+use crate::rights::{self, Rights, Target};
 
 pub(crate) enum Flow {
     Continue,
@@ -33,6 +34,12 @@ pub(crate) struct Account {
 /// `messages`; they change only when this session reports an expunge (RFC 9051 §7.4.1).
 pub(crate) struct Selected {
     pub mailbox: MailboxRecord,
+    /// The account the mailbox belongs to: this session's, or another's that shared it.
+    pub owner: AccountId,
+    /// This session's rights on it (RFC 4314), re-read from the store before each command
+    /// when the mailbox is another account's.
+    pub rights: Rights,
+    pub shared: bool,
     pub read_only: bool,
     pub messages: Vec<MessageEntry>,
     /// HIGHESTMODSEQ up to which changes have been taken in.
@@ -409,6 +416,22 @@ impl Session {
             C::Status { mailbox, items } => self.status(&tag, mailbox, items).await,
             C::Append { mailbox, messages } => self.append(&tag, mailbox, messages).await,
             C::Idle => self.idle(&tag).await,
+            C::Compress(mechanism) => self.compress(&tag, mechanism).await,
+            C::SetAcl {
+                mailbox,
+                identifier,
+                rights,
+            } => self.set_acl(&tag, mailbox, identifier, Some(rights)).await,
+            C::DeleteAcl {
+                mailbox,
+                identifier,
+            } => self.set_acl(&tag, mailbox, identifier, None).await,
+            C::GetAcl(mailbox) => self.get_acl(&tag, mailbox).await,
+            C::ListRights {
+                mailbox,
+                identifier,
+            } => self.list_rights(&tag, mailbox, identifier).await,
+            C::MyRights(mailbox) => self.my_rights(&tag, mailbox).await,
             C::GetQuota(root) => self.get_quota(&tag, root).await,
             C::GetQuotaRoot(mailbox) => self.get_quota_root(&tag, mailbox).await,
             C::SetQuota(_) => {
@@ -419,6 +442,8 @@ impl Session {
                 self.bad(&tag, "No mailbox selected");
                 Flow::Continue
             }
+            // RFC 4314: rights on another account's mailbox may change while it is selected.
+            _ if !self.refresh_rights(&tag).await => Flow::Continue,
             // Selected (RFC 9051 §6.4).
             C::Close => self.close(&tag, true).await,
             C::Unselect => self.close(&tag, false).await,
@@ -499,6 +524,85 @@ impl Session {
         self.account.as_ref().map_or(0, |a| a.id)
     }
 
+    /// The mailbox a name denotes, personal or shared with this account (RFC 4314), with this
+    /// session's rights on it as the store has them now. None when it does not exist or this
+    /// account holds no right on it: the two must look the same (RFC 4314 §6).
+    pub async fn resolve_mailbox(&self, name: &str) -> Result<Option<Target>, StoreError> {
+        let me = self.account_id();
+        if let Some((owner, mailbox)) = rights::split_shared(name) {
+            let shared = retry(self.wait(), || self.meta().shared_with(me)).await?;
+            return Ok(shared
+                .into_iter()
+                .find(|s| s.owner == owner && s.mailbox.name == mailbox)
+                .map(|s| Target {
+                    owner: s.mailbox.account_id,
+                    rights: Rights::from_stored(&s.rights),
+                    record: s.mailbox,
+                    shared_by: Some(s.owner),
+                })
+                .filter(|t| !t.rights.is_empty()));
+        }
+        Ok(self.find_mailbox(name).await?.map(|record| Target {
+            owner: me,
+            record,
+            rights: Rights::ALL,
+            shared_by: None,
+        }))
+    }
+
+    /// Answers NO unless `target` grants `right`: NOPERM when the mailbox is visible to this
+    /// account, NONEXISTENT when even its existence is not (RFC 4314 §4, §6).
+    pub fn require(&mut self, tag: &str, target: &Target, right: char) -> bool {
+        if target.rights.has(right) {
+            return true;
+        }
+        if target.rights.has('l') {
+            self.no(
+                tag,
+                &format!("[NOPERM] Right '{right}' is needed (RFC 4314)"),
+            );
+        } else {
+            self.no(tag, "[NONEXISTENT] No such mailbox");
+        }
+        false
+    }
+
+    /// The account whose changes the session must see: the selected mailbox's owner.
+    pub fn watched_account(&self) -> AccountId {
+        self.selected
+            .as_ref()
+            .map_or_else(|| self.account_id(), |s| s.owner)
+    }
+
+    /// Re-reads this session's rights on a shared selected mailbox. False (answered) when
+    /// the store failed or the right to read it is gone, which closes it.
+    async fn refresh_rights(&mut self, tag: &str) -> bool {
+        let Some(sel) = self.selected.as_ref().filter(|s| s.shared) else {
+            return true;
+        };
+        let (me, id) = (self.account_id(), sel.mailbox.id);
+        let rights = match retry(self.wait(), || self.meta().shared_with(me)).await {
+            Ok(list) => list
+                .into_iter()
+                .find(|s| s.mailbox.id == id)
+                .map_or(Rights::NONE, |s| Rights::from_stored(&s.rights)),
+            Err(e) => {
+                self.store_failed(tag, &e);
+                return false;
+            }
+        };
+        if !rights.has('r') {
+            self.selected = None;
+            self.untagged("OK [CLOSED] Access to the mailbox was withdrawn");
+            self.no(tag, "[NOPERM] The mailbox is no longer shared with you");
+            return false;
+        }
+        if let Some(sel) = self.selected.as_mut() {
+            sel.rights = rights;
+        }
+        true
+    }
+
     pub fn write_mailbox(&mut self, name: &str) {
         let utf8 = self.utf8;
         response::mailbox(self.conn.out(), name, utf8);
@@ -560,10 +664,14 @@ impl Session {
 
     /// Notes change notices for this account that arrived meanwhile.
     fn drain_notices(&mut self) {
-        let me = self.account_id();
+        let (me, owner) = (self.account_id(), self.watched_account());
         loop {
             match self.changes.try_recv() {
-                Ok(account) if account == me || account == trimaran_core::store::ALL_ACCOUNTS => {
+                Ok(account)
+                    if account == me
+                        || account == owner
+                        || account == trimaran_core::store::ALL_ACCOUNTS =>
+                {
                     self.dirty = true
                 }
                 Ok(_) => {}
@@ -584,7 +692,7 @@ impl Session {
         if !due && (!expunges || sel.pending_expunges.is_empty()) {
             return Ok(());
         }
-        let (account, mailbox, since) = (self.account_id(), sel.mailbox.id, sel.modseq);
+        let (account, mailbox, since) = (sel.owner, sel.mailbox.id, sel.modseq);
         let delta = retry(self.wait(), || {
             self.meta().mailbox_delta(account, mailbox, since)
         })

@@ -125,16 +125,34 @@ pub trait MetaStore: Send + Sync {
         uids: &[u32],
         change: &FlagChange,
     ) -> Result<FlagOutcome>;
-    /// Copies messages (same bodies, flags and internal dates) to another mailbox of the same
-    /// account; with `remove_source` the originals go in the same transaction (RFC 6851 MOVE).
+    /// Copies messages (same bodies, flags and internal dates) to another mailbox, of the same
+    /// account or, for a mailbox shared with ACL, of another; with `remove_source` the
+    /// originals go in the same transaction (RFC 6851 MOVE). The target account's quota applies.
     async fn copy_messages(
         &self,
-        account: AccountId,
-        from: MailboxId,
+        from: (AccountId, MailboxId),
         uids: &[u32],
-        to: MailboxId,
+        to: (AccountId, MailboxId),
         remove_source: bool,
     ) -> Result<CopyOutcome>;
+
+    /// RFC 4314 sharing: `grantee` (an account's address) gets `rights` on a mailbox of
+    /// `owner`, or loses them all with None. The owner's own rights are not stored.
+    async fn set_acl(
+        &self,
+        owner: AccountId,
+        mailbox: MailboxId,
+        grantee: &str,
+        rights: Option<&str>,
+    ) -> Result<()>;
+    /// (grantee address, rights) for a mailbox of `owner`.
+    async fn mailbox_acl(
+        &self,
+        owner: AccountId,
+        mailbox: MailboxId,
+    ) -> Result<Vec<(String, String)>>;
+    /// The mailboxes of other accounts that `grantee` holds rights on.
+    async fn shared_with(&self, grantee: AccountId) -> Result<Vec<SharedMailbox>>;
 
     async fn queue_list(&self) -> Result<Vec<QueueRecord>>;
 

@@ -18,6 +18,7 @@ pub const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0005_search_index.sql"),
     ),
     (6, include_str!("../migrations/sqlite/0006_quota.sql")),
+    (7, include_str!("../migrations/sqlite/0007_acl.sql")),
 ];
 
 /// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
@@ -37,6 +38,7 @@ pub const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0005_search_index.sql"),
     ),
     (6, include_str!("../migrations/postgres/0006_quota.sql")),
+    (7, include_str!("../migrations/postgres/0007_acl.sql")),
 ];
 
 pub fn latest(migrations: &[(i64, &str)]) -> i64 {

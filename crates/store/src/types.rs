@@ -38,6 +38,16 @@ pub struct MailboxRecord {
     pub highestmodseq: u64,
 }
 
+/// A mailbox of another account that this account holds rights on (RFC 4314).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedMailbox {
+    /// The owner's address.
+    pub owner: String,
+    pub mailbox: MailboxRecord,
+    /// RFC 4314 §2.1 rights letters.
+    pub rights: String,
+}
+
 /// One message in one mailbox, as `trimaran mail list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageRecord {

@@ -515,12 +515,12 @@ async fn append_flags_copy_move_and_deltas() {
         );
 
         let copied = m
-            .copy_messages(a, inbox, &[1, 3], archive, false)
+            .copy_messages((a, inbox), &[1, 3], (a, archive), false)
             .await
             .unwrap();
         assert_eq!(copied.pairs, vec![(1, 1), (3, 2)], "{name}");
         let moved = m
-            .copy_messages(a, inbox, &[2], archive, true)
+            .copy_messages((a, inbox), &[2], (a, archive), true)
             .await
             .unwrap();
         assert_eq!(moved.pairs, vec![(2, 3)]);
@@ -542,5 +542,92 @@ async fn append_flags_copy_move_and_deltas() {
             v
         };
         assert!(bodies[0].ends_with(b"append 0\r\n"), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_rights_are_kept_per_grantee_and_copies_cross_accounts() {
+    for (name, store, _dir) in stores().await {
+        let ids = setup(&store, 3).await;
+        let (owner, friend, stranger) = (ids[0], ids[1], ids[2]);
+        let m = store.meta();
+        let inbox = mailbox_id(&store, owner, INBOX).await;
+        let friend_inbox = mailbox_id(&store, friend, INBOX).await;
+        assert!(m.shared_with(friend).await.unwrap().is_empty());
+
+        m.set_acl(owner, inbox, "u1@example.test", Some("lr"))
+            .await
+            .unwrap();
+        m.set_acl(owner, inbox, "u1@example.test", Some("lrsi"))
+            .await
+            .unwrap();
+        let shared = m.shared_with(friend).await.unwrap();
+        assert_eq!(shared.len(), 1, "{name}");
+        assert_eq!(shared[0].owner, "u0@example.test");
+        assert_eq!(shared[0].mailbox.id, inbox);
+        assert_eq!(shared[0].rights, "lrsi");
+        assert!(m.shared_with(stranger).await.unwrap().is_empty(), "{name}");
+        assert_eq!(
+            m.mailbox_acl(owner, inbox).await.unwrap(),
+            vec![("u1@example.test".to_string(), "lrsi".to_string())]
+        );
+        // Only the owner's own mailboxes, only real accounts, never the owner.
+        assert!(matches!(
+            m.set_acl(friend, inbox, "u2@example.test", Some("lr"))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            m.set_acl(owner, inbox, "nobody@example.test", Some("lr"))
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            m.set_acl(owner, inbox, "u0@example.test", Some("lr")).await,
+            Err(StoreError::Invalid(_))
+        ));
+
+        // A copy into the shared mailbox lands in the owner's account.
+        let appended = store
+            .append(
+                friend,
+                friend_inbox,
+                Arc::new(vec![AppendRequest {
+                    message: message("shared copy"),
+                    flags: 0,
+                    keywords: vec![],
+                }]),
+            )
+            .await
+            .unwrap();
+        let before = m.mailbox(owner, inbox).await.unwrap().highestmodseq;
+        let out = m
+            .copy_messages(
+                (friend, friend_inbox),
+                &[appended[0].uid],
+                (owner, inbox),
+                true,
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.pairs.len(), 1, "{name}");
+        assert_eq!(m.mailbox_entries(inbox).await.unwrap().len(), 1);
+        assert!(m.mailbox_entries(friend_inbox).await.unwrap().is_empty());
+        assert!(m.mailbox(owner, inbox).await.unwrap().highestmodseq > before);
+        let delta = m.mailbox_delta(friend, friend_inbox, 0).await.unwrap();
+        assert_eq!(delta.expunged, vec![appended[0].uid], "{name}");
+
+        // Revoked, and gone with the mailbox.
+        m.set_acl(owner, inbox, "u1@example.test", None)
+            .await
+            .unwrap();
+        assert!(m.shared_with(friend).await.unwrap().is_empty(), "{name}");
+        m.create_mailbox(owner, "Team", None).await.unwrap();
+        let team = mailbox_id(&store, owner, "Team").await;
+        m.set_acl(owner, team, "u1@example.test", Some("lr"))
+            .await
+            .unwrap();
+        m.delete_mailbox(owner, "Team").await.unwrap();
+        assert!(m.shared_with(friend).await.unwrap().is_empty(), "{name}");
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -74,6 +75,8 @@ pub enum LineEvent {
 
 pub struct Conn {
     stream: Option<Stream>,
+    /// Compression inside TLS, once negotiated (IMAP COMPRESS=DEFLATE, RFC 4978).
+    deflate: Option<Box<Deflate>>,
     inbuf: InBuf,
     out: Vec<u8>,
     pub peer: SocketAddr,
@@ -85,11 +88,30 @@ pub struct Conn {
 
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Most inflated bytes taken into the input buffer per read: a small compressed input may
+/// expand a thousandfold, and the client's bytes must stay bounded by what we parse.
+const INFLATE_CHUNK: usize = 64 * 1024;
+
+/// Received compressed bytes not inflated yet; more than this without output is abuse.
+const MAX_COMPRESSED_BACKLOG: usize = 1024 * 1024;
+
+/// Raw DEFLATE streams in both directions (RFC 4978 §4: RFC 1951, no zlib header).
+struct Deflate {
+    out: Compress,
+    inp: Decompress,
+    received: Vec<u8>,
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
 impl Conn {
     pub fn new(stream: Stream, peer: SocketAddr, io_timeout: Duration) -> Conn {
         let tls = matches!(stream, Stream::Tls(_));
         Conn {
             stream: Some(stream),
+            deflate: None,
             inbuf: InBuf::default(),
             out: Vec::new(),
             peer,
@@ -129,7 +151,10 @@ impl Conn {
         if self.out.is_empty() {
             return Ok(());
         }
-        let out = std::mem::take(&mut self.out);
+        let mut out = std::mem::take(&mut self.out);
+        if let Some(d) = self.deflate.as_mut() {
+            out = d.compress(&out)?;
+        }
         let limit = self.io_timeout;
         let stream = self.stream()?;
         let write = async {
@@ -145,17 +170,51 @@ impl Conn {
     pub async fn fill(&mut self, timeout: Duration) -> Result<(), ReadError> {
         // Never block on the client while replies are unsent (RFC 2920 §3.1).
         self.flush().await.map_err(ReadError::Io)?;
-        let mut chunk = [0u8; READ_CHUNK];
-        let stream = self.stream().map_err(ReadError::Io)?;
-        match tokio::time::timeout(timeout, stream.read(&mut chunk)).await {
-            Err(_) => Err(ReadError::TimedOut),
-            Ok(Err(e)) => Err(ReadError::Io(e)),
-            Ok(Ok(0)) => Err(ReadError::Closed),
-            Ok(Ok(n)) => {
-                self.inbuf.append(&chunk[..n]);
-                Ok(())
+        loop {
+            if let Some(d) = self.deflate.as_mut() {
+                let plain = d.inflate().map_err(ReadError::Io)?;
+                if !plain.is_empty() {
+                    self.inbuf.append(&plain);
+                    return Ok(());
+                }
+                if d.received.len() > MAX_COMPRESSED_BACKLOG {
+                    return Err(ReadError::Io(invalid("compressed input makes no progress")));
+                }
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            let stream = self.stream().map_err(ReadError::Io)?;
+            let n = match tokio::time::timeout(timeout, stream.read(&mut chunk)).await {
+                Err(_) => return Err(ReadError::TimedOut),
+                Ok(Err(e)) => return Err(ReadError::Io(e)),
+                Ok(Ok(0)) => return Err(ReadError::Closed),
+                Ok(Ok(n)) => n,
+            };
+            match self.deflate.as_mut() {
+                Some(d) => d.received.extend_from_slice(&chunk[..n]),
+                None => {
+                    self.inbuf.append(&chunk[..n]);
+                    return Ok(());
+                }
             }
         }
+    }
+
+    /// Compresses both directions from here on (RFC 4978 §3: right after the tagged OK,
+    /// which must already be queued). Input already received is compressed data.
+    pub async fn start_deflate(&mut self) -> io::Result<()> {
+        self.flush().await?;
+        let received = self.inbuf.pending().to_vec();
+        self.inbuf.clear();
+        self.deflate = Some(Box::new(Deflate {
+            out: Compress::new(Compression::fast(), false),
+            inp: Decompress::new(false),
+            received,
+        }));
+        Ok(())
+    }
+
+    pub fn compressing(&self) -> bool {
+        self.deflate.is_some()
     }
 
     pub async fn read_line(
@@ -194,6 +253,45 @@ impl Conn {
         if let Ok(stream) = self.stream() {
             let _ = stream.shutdown().await;
         }
+    }
+}
+
+impl Deflate {
+    /// One batch of replies, ended with a sync flush so the client can act on it at once.
+    fn compress(&mut self, plain: &[u8]) -> io::Result<Vec<u8>> {
+        let mut zipped = Vec::with_capacity(plain.len() / 2 + 64);
+        let mut used = 0;
+        loop {
+            let before = self.out.total_in();
+            self.out
+                .compress_vec(&plain[used..], &mut zipped, FlushCompress::Sync)
+                .map_err(invalid)?;
+            used += (self.out.total_in() - before) as usize;
+            // Done when all input is in and the compressor left room unused.
+            if used == plain.len() && zipped.len() < zipped.capacity() {
+                return Ok(zipped);
+            }
+            zipped.reserve(zipped.capacity().max(1024));
+        }
+    }
+
+    /// Inflates at most INFLATE_CHUNK bytes of what was received.
+    fn inflate(&mut self) -> io::Result<Vec<u8>> {
+        let mut plain = Vec::with_capacity(INFLATE_CHUNK);
+        if self.received.is_empty() {
+            return Ok(plain);
+        }
+        let before = self.inp.total_in();
+        let status = self
+            .inp
+            .decompress_vec(&self.received, &mut plain, FlushDecompress::None)
+            .map_err(invalid)?;
+        let used = (self.inp.total_in() - before) as usize;
+        self.received.drain(..used);
+        if status == Status::StreamEnd && plain.is_empty() {
+            return Err(invalid("the client ended its compressed stream"));
+        }
+        Ok(plain)
     }
 }
 

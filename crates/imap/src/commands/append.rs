@@ -7,7 +7,29 @@ use trimaran_core::delivery::{prepare, retry};
 use trimaran_core::store::{now_unix, AppendRequest};
 
 use crate::parser::{AppendMessage, MailboxArg};
+use crate::rights::Rights;
 use crate::session::{uid_set, Flow, Session};
+
+/// The flags of a request that `rights` allow setting: \Seen with "s", \Deleted with "t",
+/// the rest with "w" (RFC 4314 §4).
+pub(crate) fn permitted_flags(
+    rights: Rights,
+    mut bits: i64,
+    mut keywords: Vec<String>,
+) -> (i64, Vec<String>) {
+    use trimaran_core::store::flags;
+    if !rights.has('s') {
+        bits &= !flags::SEEN;
+    }
+    if !rights.has('t') {
+        bits &= !flags::DELETED;
+    }
+    if !rights.has('w') {
+        bits &= flags::SEEN | flags::DELETED;
+        keywords.clear();
+    }
+    (bits, keywords)
+}
 
 impl Session {
     pub(crate) async fn append(
@@ -23,8 +45,12 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let record = match self.find_mailbox(&name).await {
-            Ok(Some(r)) => r,
+        let target = match self.resolve_mailbox(&name).await {
+            Ok(Some(t)) => t,
+            Ok(None) if crate::rights::split_shared(&name).is_some() => {
+                self.no(tag, "[NONEXISTENT] No such mailbox");
+                return Flow::Continue;
+            }
             // RFC 9051 §6.3.12: TRYCREATE tells the client it may create it and retry.
             Ok(None) => {
                 self.no(tag, "[TRYCREATE] No such mailbox");
@@ -35,6 +61,11 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        // RFC 4314 §4: APPEND needs "i".
+        if !self.require(tag, &target, 'i') {
+            return Flow::Continue;
+        }
+        let record = target.record;
         let mut requests = Vec::with_capacity(messages.len());
         for m in messages {
             if m.data.is_empty() {
@@ -46,7 +77,8 @@ impl Session {
                 return Flow::Continue;
             }
             let (bits, keywords) = match self.parse_flags(&m.flags) {
-                Ok(f) => f,
+                // Flags the account may not set are dropped (RFC 4314 §4 APPEND).
+                Ok((bits, keywords)) => permitted_flags(target.rights, bits, keywords),
                 Err(why) => {
                     self.bad(tag, why);
                     return Flow::Continue;
@@ -66,7 +98,7 @@ impl Session {
             });
         }
         let requests = Arc::new(requests);
-        let (account, store) = (self.account_id(), self.server.core.store.clone());
+        let (account, store) = (target.owner, self.server.core.store.clone());
         match retry(self.wait(), || {
             store.append(account, record.id, requests.clone())
         })

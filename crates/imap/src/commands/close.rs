@@ -11,7 +11,8 @@ impl Session {
             self.bad(tag, "No mailbox selected");
             return Flow::Continue;
         };
-        if expunge && !sel.read_only {
+        // RFC 4314 §4: without "e" CLOSE closes without expunging.
+        if expunge && !sel.read_only && sel.rights.has('e') {
             let uids: Vec<u32> = sel
                 .messages
                 .iter()
@@ -19,7 +20,7 @@ impl Session {
                 .map(|m| m.uid)
                 .collect();
             if !uids.is_empty() {
-                let (account, mailbox) = (self.account_id(), sel.mailbox.id);
+                let (account, mailbox) = (sel.owner, sel.mailbox.id);
                 let meta = self.server.core.store.meta();
                 if let Err(e) = retry(self.wait(), || meta.expunge(account, mailbox, &uids)).await {
                     // The mailbox stays closed; the messages stay, still marked \Deleted.

@@ -1,6 +1,7 @@
 //! COPY (RFC 9051 §6.4.7) and MOVE (RFC 6851), with COPYUID (RFC 4315 §3).
 
 use trimaran_core::delivery::retry;
+use trimaran_core::store::{flags, FlagChange, FlagOp};
 
 use crate::parser::{MailboxArg, SeqSet};
 use crate::session::{uid_set, Flow, Session};
@@ -32,8 +33,12 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let target = match self.find_mailbox(&name).await {
-            Ok(Some(r)) => r,
+        let target = match self.resolve_mailbox(&name).await {
+            Ok(Some(t)) => t,
+            Ok(None) if crate::rights::split_shared(&name).is_some() => {
+                self.no(tag, "[NONEXISTENT] No such mailbox");
+                return Flow::Continue;
+            }
             Ok(None) => {
                 self.no(tag, "[TRYCREATE] No such mailbox");
                 return Flow::Continue;
@@ -43,19 +48,57 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        // RFC 4314 §4: "i" on the target; MOVE also "t" and "e" on the source (RFC 6851 §3.3).
+        if !self.require(tag, &target, 'i') {
+            return Flow::Continue;
+        }
+        if remove
+            && self
+                .selected
+                .as_ref()
+                .is_some_and(|s| !s.rights.has('t') || !s.rights.has('e'))
+        {
+            self.no(
+                tag,
+                "[NOPERM] Rights 't' and 'e' are needed to move (RFC 4314)",
+            );
+            return Flow::Continue;
+        }
         let Some(sel) = &self.selected else {
             return Flow::Continue;
         };
         let uids: Vec<u32> = positions.iter().map(|&i| sel.messages[i].uid).collect();
-        let source = sel.mailbox.id;
+        let (source, source_owner) = (sel.mailbox.id, sel.owner);
+        // Flags the account may not set on the target are taken off the copies.
+        let mut keywords: Vec<String> = Vec::new();
+        for &i in &positions {
+            for k in &sel.messages[i].keywords {
+                if !keywords.contains(k) {
+                    keywords.push(k.clone());
+                }
+            }
+        }
+        let (kept, kept_keywords) =
+            crate::commands::append::permitted_flags(target.rights, !0, keywords.clone());
+        let strip = FlagChange {
+            op: FlagOp::Remove,
+            flags: !kept
+                & (flags::SEEN | flags::ANSWERED | flags::FLAGGED | flags::DELETED | flags::DRAFT),
+            keywords: if kept_keywords.is_empty() {
+                keywords
+            } else {
+                Vec::new()
+            },
+            unchanged_since: None,
+        };
+        let (owner, target) = (target.owner, target.record);
         if uids.is_empty() {
             self.ok(tag, "Nothing to do");
             return Flow::Continue;
         }
-        let account = self.account_id();
         let meta = self.server.core.store.meta();
         let outcome = match retry(self.wait(), || {
-            meta.copy_messages(account, source, &uids, target.id, remove)
+            meta.copy_messages((source_owner, source), &uids, (owner, target.id), remove)
         })
         .await
         {
@@ -65,7 +108,21 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        self.server.core.store.changed(account);
+        if strip.flags != 0 || !strip.keywords.is_empty() {
+            let copies: Vec<u32> = outcome.pairs.iter().map(|p| p.1).collect();
+            if let Err(e) = retry(self.wait(), || {
+                meta.update_flags(owner, target.id, &copies, &strip)
+            })
+            .await
+            {
+                self.store_failed(tag, &e);
+                return Flow::Continue;
+            }
+        }
+        self.server.core.store.changed(owner);
+        if source_owner != owner {
+            self.server.core.store.changed(source_owner);
+        }
         let from: Vec<u32> = outcome.pairs.iter().map(|p| p.0).collect();
         let to: Vec<u32> = outcome.pairs.iter().map(|p| p.1).collect();
         let copyuid = if from.is_empty() {

@@ -12,6 +12,11 @@ impl Session {
             self.no(tag, "[READ-ONLY] Mailbox is read-only");
             return Flow::Continue;
         }
+        // RFC 4314 §4: EXPUNGE needs "e".
+        if self.selected.as_ref().is_some_and(|s| !s.rights.has('e')) {
+            self.no(tag, "[NOPERM] Right 'e' is needed to expunge (RFC 4314)");
+            return Flow::Continue;
+        }
         // Flags as they are now, including \Deleted set by other sessions.
         if let Err(e) = self.sync(true, true).await {
             self.store_failed(tag, &e);
@@ -41,7 +46,7 @@ impl Session {
             .map(|(_, m)| m.uid)
             .collect();
         if !targets.is_empty() {
-            let (account, mailbox) = (self.account_id(), sel.mailbox.id);
+            let (account, mailbox) = (sel.owner, sel.mailbox.id);
             let meta = self.server.core.store.meta();
             match retry(self.wait(), || meta.expunge(account, mailbox, &targets)).await {
                 Ok(_) => self.server.core.store.changed(account),

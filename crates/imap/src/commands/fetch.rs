@@ -111,7 +111,8 @@ impl Session {
             positions.retain(|&i| sel.messages[i].modseq > since);
         }
         // Fetching a body sets \Seen (RFC 9051 §6.4.5), before the answer shows the flags.
-        if !sel.read_only && items.iter().any(FetchAtt::sets_seen) {
+        // RFC 4314 §4: only with "s".
+        if !sel.read_only && sel.rights.has('s') && items.iter().any(FetchAtt::sets_seen) {
             let unseen: Vec<u32> = positions
                 .iter()
                 .map(|&i| &sel.messages[i])
@@ -125,7 +126,7 @@ impl Session {
                     keywords: Vec::new(),
                     unchanged_since: None,
                 };
-                let (account, mailbox) = (self.account_id(), sel.mailbox.id);
+                let (account, mailbox) = (sel.owner, sel.mailbox.id);
                 let meta = self.server.core.store.meta();
                 match retry(self.wait(), || {
                     meta.update_flags(account, mailbox, &unseen, &change)
@@ -202,7 +203,7 @@ impl Session {
         let Some(sel) = &self.selected else {
             return Ok(());
         };
-        let (account, mailbox) = (self.account_id(), sel.mailbox.id);
+        let (account, mailbox) = (sel.owner, sel.mailbox.id);
         let meta = self.server.core.store.meta();
         let delta = retry(self.wait(), || meta.mailbox_delta(account, mailbox, since)).await?;
         let max = sel

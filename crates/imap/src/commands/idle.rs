@@ -24,7 +24,8 @@ impl Session {
         let limit = self.autologout();
         let mut stopping = self.server.gate.stopping();
         let mut notices = self.server.core.store.watch();
-        let me = self.account_id();
+        // A shared mailbox changes with its owner's account.
+        let me = self.watched_account();
         loop {
             if self.conn.flush().await.is_err() {
                 return Flow::Close;

@@ -7,6 +7,7 @@ use trimaran_core::delivery::retry;
 use trimaran_core::store::{MailboxRecord, INBOX};
 
 use crate::parser::{ListOptions, MailboxArg};
+use crate::rights::{shared_name, Rights};
 use crate::session::{Flow, Session};
 
 /// RFC 9051 §6.3.9: `*` matches anything, `%` anything but the hierarchy separator.
@@ -38,6 +39,9 @@ fn pattern_matches(pattern: &str, name: &str) -> bool {
     }
     matches(&p, &n)
 }
+
+/// A mailbox as this account lists it: name, record, and its rights on it.
+type Listed = (String, MailboxRecord, Rights);
 
 impl Session {
     pub(crate) async fn list(
@@ -107,23 +111,39 @@ impl Session {
         }
         let account = self.account_id();
         let meta = self.server.core.store.meta();
-        let (boxes, subs) = match (
+        let (own, shared, subs) = match (
             retry(self.wait(), || meta.mailboxes(account)).await,
+            retry(self.wait(), || meta.shared_with(account)).await,
             retry(self.wait(), || meta.subscriptions(account)).await,
         ) {
-            (Ok(b), Ok(s)) => (b, s),
-            (Err(e), _) | (_, Err(e)) => {
+            (Ok(b), Ok(sh), Ok(s)) => (b, sh, s),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 self.store_failed(tag, &e);
                 return Flow::Continue;
             }
         };
+        // Every mailbox under the name this account sees it by: its own, and those other
+        // accounts let it look up ("l", RFC 4314 §4) in the Other Users namespace, where a
+        // special use is the owner's business and not shown.
+        let mut boxes: Vec<Listed> = own
+            .into_iter()
+            .map(|b| (b.name.clone(), b, Rights::ALL))
+            .collect();
+        for s in shared {
+            let rights = Rights::from_stored(&s.rights);
+            if rights.has('l') {
+                let mut record = s.mailbox;
+                record.special_use = None;
+                boxes.push((shared_name(&s.owner, &record.name), record, rights));
+            }
+        }
         let subs: BTreeSet<String> = subs.into_iter().collect();
-        let existing: BTreeSet<&str> = boxes.iter().map(|b| b.name.as_str()).collect();
+        let existing: BTreeSet<&str> = boxes.iter().map(|b| b.0.as_str()).collect();
         // Names to consider: every mailbox, the parents they imply, and (with SUBSCRIBED)
         // subscribed names that no longer exist.
         let mut names: BTreeSet<String> = BTreeSet::new();
-        for b in &boxes {
-            let parts: Vec<&str> = b.name.split('/').collect();
+        for (name, _, _) in &boxes {
+            let parts: Vec<&str> = name.split('/').collect();
             for d in 1..=parts.len() {
                 names.insert(parts[..d].join("/"));
             }
@@ -135,7 +155,7 @@ impl Session {
             let prefix = format!("{n}/");
             names.iter().any(|m| m.starts_with(&prefix))
         };
-        let mut lines: Vec<(String, Option<&MailboxRecord>)> = Vec::new();
+        let mut lines: Vec<(String, Option<&Listed>)> = Vec::new();
         for name in &names {
             let full_patterns = pats.iter().map(|p| format!("{reference}{p}"));
             let mut matched = false;
@@ -144,7 +164,8 @@ impl Session {
                     matched = true;
                 }
             }
-            let record = boxes.iter().find(|b| &b.name == name);
+            let found = boxes.iter().find(|b| &b.0 == name);
+            let record = found.map(|b| &b.1);
             let subscribed = subs.contains(name);
             let mut attrs: Vec<&str> = Vec::new();
             let mut child_info = false;
@@ -190,14 +211,18 @@ impl Session {
             if child_info && !lsub {
                 line.push_str(" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
             }
-            lines.push((line, record));
+            lines.push((line, found));
         }
-        for (line, record) in lines {
+        for (line, found) in lines {
             self.conn.queue(line.as_bytes());
             self.conn.queue(b"\r\n");
-            if let (Some(items), Some(record)) = (&options.return_status, record) {
-                // RFC 5819: STATUS for each selectable mailbox listed.
-                if let Err(e) = self.write_status(record, items).await {
+            if let (Some(items), Some((name, record, rights))) = (&options.return_status, found) {
+                let rights = *rights;
+                // RFC 5819: STATUS for each selectable mailbox listed (RFC 4314: if readable).
+                if !rights.has('r') {
+                    continue;
+                }
+                if let Err(e) = self.write_status(record, name, items).await {
                     self.store_failed(tag, &e);
                     return Flow::Continue;
                 }

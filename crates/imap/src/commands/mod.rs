@@ -1,9 +1,11 @@
 //! One module per IMAP command (RFC 9051 §6), each an `impl Session` block.
 
-mod append;
+mod acl;
+pub(crate) mod append;
 mod authenticate;
 mod capability;
 mod close;
+mod compress;
 mod copy;
 mod create;
 mod delete;

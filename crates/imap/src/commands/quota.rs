@@ -57,7 +57,15 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        match self.find_mailbox(&name).await {
+        match self.resolve_mailbox(&name).await {
+            Ok(Some(t)) if t.shared_by.is_some() => {
+                // Another account's quota is not this account's business: no root shown.
+                self.conn.queue(b"* QUOTAROOT ");
+                self.write_mailbox(&name);
+                self.conn.queue(b"\r\n");
+                self.ok(tag, "GETQUOTAROOT completed");
+                return Flow::Continue;
+            }
             Ok(Some(_)) => {}
             Ok(None) => {
                 self.no(tag, "[NONEXISTENT] No such mailbox");

@@ -5,6 +5,7 @@ use trimaran_core::delivery::retry;
 use trimaran_core::store::{StoreError, INBOX};
 
 use crate::parser::MailboxArg;
+use crate::rights::in_shared_namespace;
 use crate::session::{Flow, Session};
 
 impl Session {
@@ -16,6 +17,10 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        if in_shared_namespace(&from) || in_shared_namespace(&to) {
+            self.no(tag, "[CANNOT] Shared mailboxes are renamed by their owner");
+            return Flow::Continue;
+        }
         if to == INBOX {
             self.no(tag, "[ALREADYEXISTS] INBOX always exists");
             return Flow::Continue;
@@ -75,7 +80,7 @@ impl Session {
             .map(|e| e.uid)
             .collect();
         retry(self.wait(), || {
-            meta.copy_messages(account, inbox.id, &uids, target.id, true)
+            meta.copy_messages((account, inbox.id), &uids, (account, target.id), true)
         })
         .await?;
         Ok(())

@@ -34,8 +34,8 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let record = match self.find_mailbox(&name).await {
-            Ok(Some(r)) => r,
+        let target = match self.resolve_mailbox(&name).await {
+            Ok(Some(t)) => t,
             Ok(None) => {
                 self.no(tag, "[NONEXISTENT] No such mailbox");
                 return Flow::Continue;
@@ -45,6 +45,13 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        if !self.require(tag, &target, 'r') {
+            return Flow::Continue;
+        }
+        let rights = target.rights;
+        // RFC 4314 §4: without a right to change anything the mailbox is read-only.
+        let read_only = read_only || !"swte".chars().any(|r| rights.has(r));
+        let record = target.record;
         let meta = self.server.core.store.meta();
         let messages = match retry(self.wait(), || meta.mailbox_entries(record.id)).await {
             Ok(m) => m,
@@ -71,9 +78,24 @@ impl Session {
         if read_only {
             self.untagged("OK [PERMANENTFLAGS ()] Read-only");
         } else {
-            self.untagged(
-                "OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted",
-            );
+            // RFC 4314 §4: \Seen needs "s", \Deleted "t", every other flag "w".
+            let mut permitted = Vec::new();
+            if rights.has('w') {
+                permitted.extend(["\\Answered", "\\Flagged"]);
+            }
+            if rights.has('t') {
+                permitted.push("\\Deleted");
+            }
+            if rights.has('s') {
+                permitted.push("\\Seen");
+            }
+            if rights.has('w') {
+                permitted.extend(["\\Draft", "\\*"]);
+            }
+            self.untagged(&format!(
+                "OK [PERMANENTFLAGS ({})] Flags permitted",
+                permitted.join(" ")
+            ));
         }
         self.untagged(&format!("{} EXISTS", messages.len()));
         if !self.rev2 {
@@ -97,6 +119,9 @@ impl Session {
         ));
         self.untagged(&format!("OK [MAILBOXID (F{})] Ok", record.id));
         let mut selected = Selected {
+            owner: target.owner,
+            rights,
+            shared: target.shared_by.is_some(),
             modseq: record.highestmodseq,
             mailbox: record,
             read_only,
@@ -121,7 +146,7 @@ impl Session {
         sel: &mut Selected,
         q: &Qresync,
     ) -> Result<(), trimaran_core::store::StoreError> {
-        let (account, mailbox) = (self.account_id(), sel.mailbox.id);
+        let (account, mailbox) = (sel.owner, sel.mailbox.id);
         let meta = self.server.core.store.meta();
         let delta = retry(self.wait(), || {
             meta.mailbox_delta(account, mailbox, q.modseq)

@@ -21,8 +21,8 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let record = match self.find_mailbox(&name).await {
-            Ok(Some(r)) => r,
+        let target = match self.resolve_mailbox(&name).await {
+            Ok(Some(t)) => t,
             Ok(None) => {
                 self.no(tag, "[NONEXISTENT] No such mailbox");
                 return Flow::Continue;
@@ -32,7 +32,11 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        match self.write_status(&record, &items).await {
+        // RFC 4314 §4: STATUS needs "r".
+        if !self.require(tag, &target, 'r') {
+            return Flow::Continue;
+        }
+        match self.write_status(&target.record, &name, &items).await {
             Ok(()) => self.ok(tag, "STATUS completed"),
             Err(e) => self.store_failed(tag, &e),
         }
@@ -42,6 +46,7 @@ impl Session {
     pub(crate) async fn write_status(
         &mut self,
         record: &MailboxRecord,
+        name: &str,
         items: &[StatusItem],
     ) -> Result<(), StoreError> {
         let needs_counts = items.iter().any(|i| {
@@ -79,7 +84,7 @@ impl Session {
             })
             .collect();
         self.conn.queue(b"* STATUS ");
-        self.write_mailbox(&record.name);
+        self.write_mailbox(name);
         self.conn
             .queue(format!(" ({})\r\n", parts.join(" ")).as_bytes());
         Ok(())

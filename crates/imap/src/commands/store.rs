@@ -1,7 +1,7 @@
 //! STORE (RFC 9051 §6.4.6) with UNCHANGEDSINCE (RFC 7162 §3.1.3).
 
 use trimaran_core::delivery::retry;
-use trimaran_core::store::{FlagChange, FlagOp};
+use trimaran_core::store::{flags, FlagChange, FlagOp};
 
 use crate::parser::SeqSet;
 use crate::session::{flag_list, uid_set, Flow, Session};
@@ -42,6 +42,31 @@ impl Session {
         let Some(sel) = &self.selected else {
             return Flow::Continue;
         };
+        // RFC 4314 §4: \Seen needs "s", \Deleted "t", any other flag "w"; replacing the
+        // flags touches all of them.
+        let rights = sel.rights;
+        let needed: Vec<char> = if op == FlagOp::Replace {
+            vec!['s', 't', 'w']
+        } else {
+            let mut n = Vec::new();
+            if bits & flags::SEEN != 0 {
+                n.push('s');
+            }
+            if bits & flags::DELETED != 0 {
+                n.push('t');
+            }
+            if bits & !(flags::SEEN | flags::DELETED) != 0 || !keywords.is_empty() {
+                n.push('w');
+            }
+            n
+        };
+        if let Some(missing) = needed.into_iter().find(|&r| !rights.has(r)) {
+            self.no(
+                tag,
+                &format!("[NOPERM] Right '{missing}' is needed for these flags (RFC 4314)"),
+            );
+            return Flow::Continue;
+        }
         let uids: Vec<u32> = positions.iter().map(|&i| sel.messages[i].uid).collect();
         let mailbox = sel.mailbox.id;
         let change = FlagChange {
@@ -50,7 +75,7 @@ impl Session {
             keywords,
             unchanged_since,
         };
-        let account = self.account_id();
+        let account = sel.owner;
         let meta = self.server.core.store.meta();
         let outcome = match retry(self.wait(), || {
             meta.update_flags(account, mailbox, &uids, &change)

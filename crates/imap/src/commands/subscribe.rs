@@ -15,7 +15,7 @@ impl Session {
             }
         };
         if on {
-            match self.find_mailbox(&name).await {
+            match self.resolve_mailbox(&name).await {
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     self.no(tag, "[NONEXISTENT] No such mailbox");

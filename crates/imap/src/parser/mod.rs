@@ -186,6 +186,24 @@ pub enum CommandBody {
         remove: bool,
     },
     Idle,
+    /// RFC 4978.
+    Compress(String),
+    /// RFC 4314 ACL.
+    SetAcl {
+        mailbox: MailboxArg,
+        identifier: Vec<u8>,
+        rights: Vec<u8>,
+    },
+    DeleteAcl {
+        mailbox: MailboxArg,
+        identifier: Vec<u8>,
+    },
+    GetAcl(MailboxArg),
+    ListRights {
+        mailbox: MailboxArg,
+        identifier: Vec<u8>,
+    },
+    MyRights(MailboxArg),
     /// RFC 9208 QUOTA.
     GetQuota(Vec<u8>),
     GetQuotaRoot(MailboxArg),
@@ -415,6 +433,49 @@ fn command_body(lx: &mut Lexer<'_>) -> Result<CommandBody, ParseError> {
             }
         }
         "APPEND" => append(lx)?,
+        "COMPRESS" => {
+            lx.sp()?;
+            C::Compress(lx.atom()?)
+        }
+        // RFC 4314 §3.
+        "SETACL" => {
+            lx.sp()?;
+            let mailbox = lx.astring()?;
+            lx.sp()?;
+            let identifier = lx.astring()?;
+            lx.sp()?;
+            C::SetAcl {
+                mailbox,
+                identifier,
+                rights: lx.astring()?,
+            }
+        }
+        "DELETEACL" => {
+            lx.sp()?;
+            let mailbox = lx.astring()?;
+            lx.sp()?;
+            C::DeleteAcl {
+                mailbox,
+                identifier: lx.astring()?,
+            }
+        }
+        "GETACL" => {
+            lx.sp()?;
+            C::GetAcl(lx.astring()?)
+        }
+        "LISTRIGHTS" => {
+            lx.sp()?;
+            let mailbox = lx.astring()?;
+            lx.sp()?;
+            C::ListRights {
+                mailbox,
+                identifier: lx.astring()?,
+            }
+        }
+        "MYRIGHTS" => {
+            lx.sp()?;
+            C::MyRights(lx.astring()?)
+        }
         "GETQUOTA" => {
             lx.sp()?;
             C::GetQuota(lx.astring()?)

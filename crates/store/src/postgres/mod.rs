@@ -1344,16 +1344,15 @@ impl MetaStore for PostgresStore {
 
     async fn copy_messages(
         &self,
-        account: AccountId,
-        from: MailboxId,
+        (from_account, from): (AccountId, MailboxId),
         uids: &[u32],
-        to: MailboxId,
+        (to_account, to): (AccountId, MailboxId),
         remove_source: bool,
     ) -> Result<CopyOutcome> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
-        mailbox_by_id(&tx, account, from).await?;
-        let target = mailbox_by_id(&tx, account, to).await?;
+        mailbox_by_id(&tx, from_account, from).await?;
+        let target = mailbox_by_id(&tx, to_account, to).await?;
         let sources = entries_for_update(&tx, from, uids).await?;
         let mut outcome = CopyOutcome {
             uidvalidity: target.uidvalidity,
@@ -1362,19 +1361,117 @@ impl MetaStore for PostgresStore {
         if sources.is_empty() {
             return Ok(outcome);
         }
-        let modseq = bump_modseq(&tx, account).await?;
-        if !remove_source {
+        let within = from_account == to_account;
+        // Two accounts' sequences are locked in one order, so that opposite copies cannot
+        // deadlock.
+        let source_modseq = if remove_source && !within && from_account < to_account {
+            Some(bump_modseq(&tx, from_account).await?)
+        } else {
+            None
+        };
+        let modseq = bump_modseq(&tx, to_account).await?;
+        if !remove_source || !within {
             let bytes: u64 = sources.iter().map(|e| e.size).sum();
-            check_quota(&tx, account, sources.len() as u64, bytes).await?;
+            check_quota(&tx, to_account, sources.len() as u64, bytes).await?;
         }
-        let new_uids = add_entries(&tx, account, to, &sources, modseq).await?;
+        let new_uids = add_entries(&tx, to_account, to, &sources, modseq).await?;
         outcome.pairs = sources.iter().map(|e| e.uid).zip(new_uids).collect();
         if remove_source {
             let uids: Vec<u32> = sources.iter().map(|e| e.uid).collect();
-            remove_entries(&tx, account, from, &uids, modseq).await?;
+            let modseq = match source_modseq {
+                Some(m) => m,
+                None if within => modseq,
+                None => bump_modseq(&tx, from_account).await?,
+            };
+            remove_entries(&tx, from_account, from, &uids, modseq).await?;
         }
         tx.commit().await.map_err(map_err)?;
         Ok(outcome)
+    }
+
+    async fn set_acl(
+        &self,
+        owner: AccountId,
+        mailbox: MailboxId,
+        grantee: &str,
+        rights: Option<&str>,
+    ) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        mailbox_by_id(&tx, owner, mailbox).await?;
+        let id: AccountId = tx
+            .query_opt("SELECT id FROM accounts WHERE address = $1", &[&grantee])
+            .await
+            .map_err(map_err)?
+            .map(|r| r.get(0))
+            .ok_or_else(|| StoreError::NotFound(format!("account {grantee}")))?;
+        if id == owner {
+            return Err(StoreError::Invalid(
+                "the owner always holds every right".into(),
+            ));
+        }
+        match rights.filter(|r| !r.is_empty()) {
+            Some(r) => tx
+                .execute(
+                    "INSERT INTO mailbox_acl (mailbox_id, grantee_id, rights) VALUES ($1, $2, $3)
+                     ON CONFLICT (mailbox_id, grantee_id) DO UPDATE SET rights = excluded.rights",
+                    &[&mailbox, &id, &r],
+                )
+                .await
+                .map_err(map_err)?,
+            None => tx
+                .execute(
+                    "DELETE FROM mailbox_acl WHERE mailbox_id = $1 AND grantee_id = $2",
+                    &[&mailbox, &id],
+                )
+                .await
+                .map_err(map_err)?,
+        };
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn mailbox_acl(
+        &self,
+        owner: AccountId,
+        mailbox: MailboxId,
+    ) -> Result<Vec<(String, String)>> {
+        let c = self.client().await?;
+        mailbox_by_id(&c, owner, mailbox).await?;
+        let rows = c
+            .query(
+                "SELECT a.address, l.rights FROM mailbox_acl l
+                 JOIN accounts a ON a.id = l.grantee_id
+                 WHERE l.mailbox_id = $1 ORDER BY a.address",
+                &[&mailbox],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn shared_with(&self, grantee: AccountId) -> Result<Vec<SharedMailbox>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT m.id, m.account_id, m.name, m.special_use, m.uidvalidity, m.uidnext,
+                        m.highestmodseq, o.address, l.rights
+                 FROM mailbox_acl l
+                 JOIN mailboxes m ON m.id = l.mailbox_id
+                 JOIN accounts o ON o.id = m.account_id
+                 WHERE l.grantee_id = $1 ORDER BY o.address, m.name",
+                &[&grantee],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| SharedMailbox {
+                mailbox: mailbox_record(r),
+                owner: r.get(7),
+                rights: r.get(8),
+            })
+            .collect())
     }
 
     async fn queue_list(&self) -> Result<Vec<QueueRecord>> {

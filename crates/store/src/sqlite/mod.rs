@@ -1340,16 +1340,15 @@ impl MetaStore for SqliteStore {
 
     async fn copy_messages(
         &self,
-        account: AccountId,
-        from: MailboxId,
+        (from_account, from): (AccountId, MailboxId),
         uids: &[u32],
-        to: MailboxId,
+        (to_account, to): (AccountId, MailboxId),
         remove_source: bool,
     ) -> Result<CopyOutcome> {
         let uids = uids.to_vec();
         self.write(move |c| {
-            mailbox_by_id(c, account, from)?;
-            let target = mailbox_by_id(c, account, to)?;
+            mailbox_by_id(c, from_account, from)?;
+            let target = mailbox_by_id(c, to_account, to)?;
             let mut sources = Vec::new();
             for uid in uids {
                 if let Some(e) = entry(c, from, uid)? {
@@ -1363,15 +1362,16 @@ impl MetaStore for SqliteStore {
             if sources.is_empty() {
                 return Ok(outcome);
             }
-            if !remove_source {
+            let within = from_account == to_account;
+            if !remove_source || !within {
                 let bytes: u64 = sources.iter().map(|e| e.size).sum();
-                check_quota(c, account, sources.len() as u64, bytes)?;
+                check_quota(c, to_account, sources.len() as u64, bytes)?;
             }
-            let modseq = bump_modseq(c, account)?;
+            let modseq = bump_modseq(c, to_account)?;
             for e in &sources {
                 let uid = add_entry(
                     c,
-                    account,
+                    to_account,
                     to,
                     &e.hash.to_hex(),
                     e.size as i64,
@@ -1384,9 +1384,104 @@ impl MetaStore for SqliteStore {
             }
             if remove_source {
                 let uids: Vec<u32> = sources.iter().map(|e| e.uid).collect();
-                remove_entries(c, account, from, &uids, modseq)?;
+                let modseq = if within {
+                    modseq
+                } else {
+                    bump_modseq(c, from_account)?
+                };
+                remove_entries(c, from_account, from, &uids, modseq)?;
             }
             Ok(outcome)
+        })
+        .await
+    }
+
+    async fn set_acl(
+        &self,
+        owner: AccountId,
+        mailbox: MailboxId,
+        grantee: &str,
+        rights: Option<&str>,
+    ) -> Result<()> {
+        let grantee = grantee.to_string();
+        let rights = rights.map(str::to_string);
+        self.write(move |c| {
+            mailbox_by_id(c, owner, mailbox)?;
+            let id: AccountId = c
+                .query_row(
+                    "SELECT id FROM accounts WHERE address = ?1",
+                    [&grantee],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(map_err)?
+                .ok_or_else(|| StoreError::NotFound(format!("account {grantee}")))?;
+            if id == owner {
+                return Err(StoreError::Invalid(
+                    "the owner always holds every right".into(),
+                ));
+            }
+            match rights.filter(|r| !r.is_empty()) {
+                Some(r) => c.execute(
+                    "INSERT INTO mailbox_acl (mailbox_id, grantee_id, rights) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (mailbox_id, grantee_id) DO UPDATE SET rights = excluded.rights",
+                    params![mailbox, id, r],
+                ),
+                None => c.execute(
+                    "DELETE FROM mailbox_acl WHERE mailbox_id = ?1 AND grantee_id = ?2",
+                    params![mailbox, id],
+                ),
+            }
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mailbox_acl(
+        &self,
+        owner: AccountId,
+        mailbox: MailboxId,
+    ) -> Result<Vec<(String, String)>> {
+        self.read(move |c| {
+            mailbox_by_id(c, owner, mailbox)?;
+            let mut st = c
+                .prepare_cached(
+                    "SELECT a.address, l.rights FROM mailbox_acl l
+                     JOIN accounts a ON a.id = l.grantee_id
+                     WHERE l.mailbox_id = ?1 ORDER BY a.address",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([mailbox], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn shared_with(&self, grantee: AccountId) -> Result<Vec<SharedMailbox>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT m.id, m.account_id, m.name, m.special_use, m.uidvalidity, m.uidnext,
+                            m.highestmodseq, o.address, l.rights
+                     FROM mailbox_acl l
+                     JOIN mailboxes m ON m.id = l.mailbox_id
+                     JOIN accounts o ON o.id = m.account_id
+                     WHERE l.grantee_id = ?1 ORDER BY o.address, m.name",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([grantee], |r| {
+                    Ok(SharedMailbox {
+                        mailbox: mailbox_row(r)?,
+                        owner: r.get(7)?,
+                        rights: r.get(8)?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
         })
         .await
     }
