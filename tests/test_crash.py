@@ -54,7 +54,17 @@ def test_sigkill_under_load_loses_nothing(make_server):
     rnd = random.Random(42)
     acked_at_kill = []
     for _ in range(CYCLES):
-        time.sleep(rnd.uniform(0.5, 2.0))
+        # Kill only once this cycle has carried load (a slow, shared CI machine may need a
+        # while), then at a random moment within the load.
+        with lock:
+            target = len(acked) + 10
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with lock:
+                if len(acked) >= target:
+                    break
+            time.sleep(0.05)
+        time.sleep(rnd.uniform(0.0, 0.5))
         server.kill9()
         with lock:
             acked_at_kill.append(len(acked))

@@ -1,6 +1,7 @@
-"""Throttling of failed logins per client address and per account, shared by SMTP AUTH and
-POP3."""
+"""Throttling of failed logins per client address and per account, shared by SMTP AUTH, POP3
+and IMAP."""
 
+import imaplib
 import poplib
 import smtplib
 import time
@@ -45,6 +46,10 @@ def test_an_address_that_keeps_failing_is_shut_out_of_every_protocol(throttled):
     p.user("alice@example.test")
     with pytest.raises(poplib.error_proto, match="Too many failed logins"):
         p.pass_("right")
+    m = imaplib.IMAP4_SSL("127.0.0.1", throttled.imaps_port, ssl_context=unverified_context(),
+                          timeout=30)
+    with pytest.raises(imaplib.IMAP4.error, match="UNAVAILABLE"):
+        m.login("alice@example.test", "right")
     # Another client address is not shut out, but the account is slowed down...
     started = time.time()
     smtp_login(throttled, "right", source="127.0.0.2")
