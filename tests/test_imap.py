@@ -698,6 +698,14 @@ def test_acl_sharing_between_accounts(box):
     assert not any(b"Other Users" in l for l in lines), lines
     _, tagged = bob.cmd(f"STATUS {bob_name} (MESSAGES)", expect="NO")
     assert b"[NONEXISTENT]" in tagged
+    # Also while idling: the revocation ends the IDLE.
+    alice.cmd("SETACL Team bob@example.test lr")
+    bob.cmd(f"SELECT {bob_name}")
+    bob.send("t950 IDLE\r\n")
+    assert bob.line().startswith(b"+"), "IDLE accepted"
+    alice.cmd("DELETEACL Team bob@example.test")
+    lines, tagged = bob.read_until("t950", expect="NO")
+    assert b"[NOPERM]" in tagged and any(b"[CLOSED]" in l for l in lines), (lines, tagged)
     caps = alice.cmd("CAPABILITY")[0][0]
     assert b" ACL " in caps and b" RIGHTS=kxte " in caps, caps
     alice.close()

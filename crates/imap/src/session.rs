@@ -576,7 +576,7 @@ impl Session {
 
     /// Re-reads this session's rights on a shared selected mailbox. False (answered) when
     /// the store failed or the right to read it is gone, which closes it.
-    async fn refresh_rights(&mut self, tag: &str) -> bool {
+    pub(crate) async fn refresh_rights(&mut self, tag: &str) -> bool {
         let Some(sel) = self.selected.as_ref().filter(|s| s.shared) else {
             return true;
         };

@@ -65,10 +65,18 @@ impl Session {
                     return Flow::Continue;
                 }
                 Event::Line(Err(_)) => return Flow::Close,
+                // A shared mailbox's rights are read again before showing anything of it
+                // (RFC 4314); losing them ends the IDLE with NO.
                 Event::Notice => {
+                    if !self.refresh_rights(tag).await {
+                        return Flow::Continue;
+                    }
                     let _ = self.sync(true, true).await;
                 }
                 Event::Poll => {
+                    if !self.refresh_rights(tag).await {
+                        return Flow::Continue;
+                    }
                     let _ = self.sync(false, true).await;
                 }
                 Event::Stop => {
