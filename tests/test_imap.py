@@ -587,6 +587,13 @@ def test_sort_and_thread(box):
     lines, _ = r.cmd("THREAD REFERENCES UTF-8 FROM nobody")
     assert lines == [b"* THREAD\r\n"], lines
 
+    # RFC 8474 THREADID: one conversation, one id, in FETCH and in SEARCH.
+    lines, _ = r.cmd("FETCH 1:6 (THREADID)")
+    ids = [re.search(rb"THREADID \((T[0-9a-f]+)\)", l).group(1).decode() for l in lines]
+    assert ids[0] == ids[1] == ids[3] and len(set(ids)) == 4, ids
+    lines, _ = r.cmd(f"UID SEARCH THREADID {ids[0]}")
+    assert lines[0].split()[-3:] in ([b"1", b"2", b"4"], [b"ALL", b"1:2,4"]), lines
+
     # Errors change nothing and say why (RFC 5256 §4: the charset is mandatory).
     for bad in ["SORT (FOO) UTF-8 ALL", "SORT () UTF-8 ALL", "SORT DATE UTF-8 ALL",
                 "THREAD FOO UTF-8 ALL", "THREAD REFERENCES", "UID SORT (DATE) UTF-8"]:

@@ -64,6 +64,23 @@ pub fn email_id(m: &MessageEntry) -> String {
     format!("M{}", &m.hash.to_hex()[..24])
 }
 
+/// A THREADID (RFC 8474 §5.2), from what never changes in a message: the first message its
+/// References name (the thread's start, RFC 5322 §3.6.4), else the one it replies to, else its
+/// own Message-ID. Copies and replies of one conversation share it in every mailbox; a reply
+/// whose client dropped References (RFC 5256 handles those by subject) starts its own.
+pub fn thread_id(meta: &MessageMeta, m: &MessageEntry) -> String {
+    let root = meta
+        .references
+        .first()
+        .or(meta.in_reply_to.as_ref())
+        .or(meta.message_id.as_ref())
+        .filter(|id| !id.is_empty());
+    match root {
+        Some(id) => format!("T{}", &blake3::hash(id.as_bytes()).to_hex()[..24]),
+        None => format!("T{}", &m.hash.to_hex()[..24]),
+    }
+}
+
 impl Session {
     pub(crate) async fn fetch(
         &mut self,
@@ -164,6 +181,7 @@ impl Session {
                     | FetchAtt::Rfc822Header
                     | FetchAtt::Rfc822Text
                     | FetchAtt::Envelope
+                    | FetchAtt::ThreadId
             )
         });
         for i in positions {
@@ -292,7 +310,9 @@ impl Session {
                 FetchAtt::EmailId => {
                     out.extend_from_slice(format!("EMAILID ({})", email_id(m)).as_bytes())
                 }
-                FetchAtt::ThreadId => out.extend_from_slice(b"THREADID NIL"),
+                FetchAtt::ThreadId => {
+                    out.extend_from_slice(format!("THREADID ({})", thread_id(meta, m)).as_bytes())
+                }
                 FetchAtt::Envelope => {
                     out.extend_from_slice(b"ENVELOPE ");
                     envelope::write(&mut out, section::message_header(meta, raw), utf8);

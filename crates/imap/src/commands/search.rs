@@ -15,6 +15,8 @@ use crate::session::{uid_set, Flow, Session};
 struct Content {
     /// Date: header, for the SENT* keys.
     date: Option<i64>,
+    /// For the THREADID key (RFC 8474 §6).
+    thread: Option<String>,
     /// (lower-cased field name, lower-cased decoded value)
     headers: Vec<(String, String)>,
     body: String,
@@ -25,7 +27,7 @@ fn lower(s: &str) -> String {
 }
 
 impl Content {
-    fn from_text(text: SearchText, date: Option<i64>) -> Content {
+    fn from_text(text: SearchText, date: Option<i64>, thread: Option<String>) -> Content {
         let headers = text
             .header
             .lines()
@@ -34,6 +36,7 @@ impl Content {
             .collect();
         Content {
             date,
+            thread,
             headers,
             body: text.body,
         }
@@ -45,7 +48,7 @@ fn needs_content(key: &SearchKey) -> (bool, bool) {
     use SearchKey::*;
     match key {
         Header(..) | Body(_) | Text(_) => (true, false),
-        SentBefore(_) | SentOn(_) | SentSince(_) => (false, true),
+        SentBefore(_) | SentOn(_) | SentSince(_) | ThreadId(_) => (false, true),
         And(keys) => keys
             .iter()
             .map(needs_content)
@@ -126,7 +129,7 @@ fn matches(key: &SearchKey, m: &MessageEntry, c: Option<&Content>, ctx: &Ctx<'_>
         }
         ModSeq(n) => m.modseq >= *n,
         EmailId(id) => crate::commands::fetch::email_id(m) == *id,
-        ThreadId(_) => false,
+        ThreadId(id) => c.and_then(|c| c.thread.as_deref()) == Some(id.as_str()),
     }
 }
 
@@ -291,12 +294,13 @@ async fn load_contents(
     };
     let mut out = Vec::with_capacity(chunk.len());
     for (_, m) in chunk {
-        let sent = if date {
-            retry(wait, || store.meta().message_meta(&m.hash))
+        let (sent, thread) = if date {
+            let meta = retry(wait, || store.meta().message_meta(&m.hash))
                 .await?
-                .and_then(|meta| meta.date)
+                .unwrap_or_default();
+            (meta.date, Some(crate::commands::fetch::thread_id(&meta, m)))
         } else {
-            None
+            (None, None)
         };
         let text = match texts.remove(&m.hash) {
             Some(t) => t,
@@ -308,7 +312,7 @@ async fn load_contents(
             }
             None => SearchText::default(),
         };
-        out.push(Content::from_text(text, sent));
+        out.push(Content::from_text(text, sent, thread));
     }
     Ok(out)
 }
