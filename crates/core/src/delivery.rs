@@ -89,12 +89,18 @@ pub async fn resolve(store: &Store, addr: &str) -> Result<Resolved, StoreError> 
 }
 
 /// Hashes, compresses and parses a message. CPU-bound, so it runs on the blocking pool.
+///
+/// Bare LF line endings become CRLF here, the one place SMTP and IMAP APPEND messages pass
+/// through: every reader (RFC822.SIZE, sections, line counts) then sees RFC 5322 lines.
 pub async fn prepare(raw: Vec<u8>, received_at: i64) -> Result<NewMessage, StoreError> {
-    tokio::task::spawn_blocking(move || NewMessage {
-        meta: message::parse(&raw),
-        text: Some(IndexedText::new(message::search_text(&raw))),
-        blob: StoredBlob::encode(&raw),
-        received_at,
+    tokio::task::spawn_blocking(move || {
+        let raw = message::normalize(raw);
+        NewMessage {
+            meta: message::parse(&raw),
+            text: Some(IndexedText::new(message::search_text(&raw))),
+            blob: StoredBlob::encode(&raw),
+            received_at,
+        }
     })
     .await
     .map_err(|e| StoreError::Internal(format!("preparing a message failed: {e}")))
