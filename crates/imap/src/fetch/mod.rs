@@ -42,3 +42,96 @@ fn is_global(p: &trimaran_core::store::PartMeta) -> bool {
     p.content_type.eq_ignore_ascii_case("message")
         && p.content_subtype.eq_ignore_ascii_case("global")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::{Section, SectionText};
+
+    const GLOBAL: &[u8] = b"Subject: outer\r\n\
+Content-Type: multipart/report; boundary=r\r\n\
+\r\n\
+--r\r\n\
+Content-Type: message/delivery-status\r\n\
+\r\n\
+Action: failed\r\n\
+--r\r\n\
+Content-Type: message/global\r\n\
+\r\n\
+Subject: inner\r\n\
+\r\n\
+hello\r\n\
+--r--\r\n";
+
+    fn section(meta: &MessageMeta, part: &[u32], text: Option<SectionText>) -> Vec<u8> {
+        let s = Section {
+            part: part.to_vec(),
+            text,
+        };
+        section::body_section(meta, GLOBAL, &s).unwrap_or_default()
+    }
+
+    fn structure(meta: &MessageMeta) -> String {
+        let mut out = Vec::new();
+        structure::write(&mut out, meta, GLOBAL, false, false);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn message_global_is_a_message_only_for_imap4rev2() {
+        let stored = trimaran_core::message::parse(GLOBAL);
+        let rev1 = for_session(&stored, GLOBAL, false);
+        let rev2 = for_session(&stored, GLOBAL, true);
+        assert!(matches!(rev2, Cow::Borrowed(_)));
+        let r1 = structure(&rev1);
+        assert!(
+            r1.contains("(\"message\" \"global\" NIL NIL NIL \"7bit\" 23)"),
+            "{r1}"
+        );
+        assert!(structure(&rev2).contains("\"7bit\" 23 (NIL \"inner\""));
+        assert_eq!(
+            section(&rev1, &[2, 1], None),
+            b"Subject: inner\r\n\r\nhello"
+        );
+        assert_eq!(section(&rev2, &[2, 1], None), b"hello");
+        assert_eq!(section(&rev1, &[2], Some(SectionText::Header)), b"");
+        assert_eq!(
+            section(&rev2, &[2], Some(SectionText::Header)),
+            b"Subject: inner\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn delivery_status_is_a_leaf() {
+        let meta = trimaran_core::message::parse(GLOBAL);
+        assert_eq!(section(&meta, &[1, 1], None), b"Action: failed");
+        assert_eq!(
+            section(&meta, &[1, 1], Some(SectionText::Mime)),
+            b"Content-Type: message/delivery-status\r\n\r\n"
+        );
+        assert_eq!(section(&meta, &[1], Some(SectionText::Header)), b"");
+    }
+
+    #[test]
+    fn metadata_of_an_older_parser_is_parsed_again() {
+        let mut old = trimaran_core::message::parse(GLOBAL);
+        old.version = 1;
+        old.parts[0].content_subtype = "wrong".into();
+        assert!(structure::needs_raw(&old));
+        let now = for_session(&old, GLOBAL, true);
+        assert_eq!(now.version, MESSAGE_META_VERSION);
+        assert_eq!(now.parts[0].content_subtype, "report");
+        // No metadata asked for, nothing to parse.
+        let none = MessageMeta::default();
+        assert!(matches!(for_session(&none, GLOBAL, true), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn header_only_message_has_no_blank_line_to_add() {
+        let h = b"From: a\r\nSubject: s\r\n";
+        assert_eq!(
+            section::header_fields(h, &["subject".into()], true),
+            b"Subject: s\r\n"
+        );
+    }
+}
