@@ -582,46 +582,56 @@ fn join_continuations(params: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)
     if !params.iter().any(|(k, _)| section(k).is_some()) {
         return params;
     }
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut done: Vec<Vec<u8>> = Vec::new();
+    enum Entry {
+        Plain(usize),
+        Joined(usize),
+    }
+    type Sections<'p> = Vec<(u32, bool, &'p [u8])>;
+    // Grouped in one pass: a header may hold very many parameters.
+    let mut order: Vec<Entry> = Vec::new();
+    let mut groups: Vec<(&[u8], Sections<'_>)> = Vec::new();
+    let mut by_name: std::collections::HashMap<Vec<u8>, usize> = Default::default();
     for (i, (name, value)) in params.iter().enumerate() {
-        let Some((base, _, _)) = section(name) else {
-            out.push((name.clone(), value.clone()));
+        let Some((base, n, extended)) = section(name) else {
+            order.push(Entry::Plain(i));
             continue;
         };
-        let lower = base.to_ascii_lowercase();
-        if done.contains(&lower) {
-            continue;
-        }
-        done.push(lower);
-        let mut sections: Vec<(u32, bool, &[u8])> = params[i..]
-            .iter()
-            .filter_map(|(k, v)| {
-                let (b, n, ext) = section(k)?;
-                b.eq_ignore_ascii_case(base)
-                    .then_some((n, ext, v.as_slice()))
-            })
-            .collect();
-        sections.sort_by_key(|s| s.0);
+        let g = *by_name.entry(base.to_ascii_lowercase()).or_insert_with(|| {
+            groups.push((base, Vec::new()));
+            order.push(Entry::Joined(groups.len() - 1));
+            groups.len() - 1
+        });
+        groups[g].1.push((n, extended, value.as_slice()));
+    }
+    let mut out = Vec::with_capacity(order.len());
+    for entry in order {
+        let g = match entry {
+            Entry::Plain(i) => {
+                out.push(params[i].clone());
+                continue;
+            }
+            Entry::Joined(g) => &mut groups[g],
+        };
+        g.1.sort_by_key(|s| s.0);
         // Sections count from 0 without gaps; what follows a gap has lost its place.
-        let run = sections
-            .iter()
-            .enumerate()
-            .take_while(|(i, s)| s.0 as usize == *i)
-            .count();
+        let run =
+            g.1.iter()
+                .enumerate()
+                .take_while(|(i, s)| s.0 as usize == *i)
+                .count();
         if run == 0 {
             continue;
         }
-        let extended = sections[..run].iter().any(|s| s.1);
+        let extended = g.1[..run].iter().any(|s| s.1);
         let mut joined = Vec::new();
-        for &(_, ext, v) in &sections[..run] {
+        for &(_, ext, v) in &g.1[..run] {
             if extended && !ext {
                 percent_encode(&mut joined, v);
             } else {
                 joined.extend_from_slice(v);
             }
         }
-        let mut key = base.to_vec();
+        let mut key = g.0.to_vec();
         if extended {
             key.push(b'*');
         }
@@ -752,6 +762,21 @@ mod tests {
         assert_eq!(p, vec![("filename".into(), "a b c.pdf".into())]);
         let (_, p) = parse_disposition(b"attachment; f*0*=UTF-8''%41; f*1=\"b c\"").unwrap();
         assert_eq!(p, vec![("f*".into(), "UTF-8''%41b%20c".into())]);
+    }
+
+    #[test]
+    fn many_parameters_take_linear_time() {
+        let mut v = b"text/plain".to_vec();
+        for i in 0..50_000 {
+            v.extend_from_slice(format!("; p{i}*0=a").as_bytes());
+            if i < 9000 {
+                v.extend_from_slice(format!("; q*{i}=b").as_bytes());
+            }
+        }
+        let (_, _, p) = parse_content_type(&v).unwrap();
+        assert_eq!(p.len(), 50_001);
+        assert_eq!(p[1].0, "q");
+        assert_eq!(p[1].1.len(), 9000);
     }
 
     #[test]
