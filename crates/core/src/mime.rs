@@ -231,12 +231,12 @@ impl Parser<'_> {
                 && !part.encoding.as_deref().is_some_and(|e| {
                     e.eq_ignore_ascii_case("base64") || e.eq_ignore_ascii_case("quoted-printable")
                 });
-            let digest = is(&part.content_subtype, "digest");
+            let is_digest = is(&part.content_subtype, "digest");
             if depth >= MAX_DEPTH && (boundary.is_some() || encapsulated) {
                 self.well_formed = false;
                 (self.leaf_body(body_start), Vec::new())
             } else if let Some(b) = boundary {
-                self.multipart(body_start, b, depth, digest)
+                self.multipart(body_start, b, depth, is_digest)
             } else if encapsulated {
                 let (child, stop) = self.entity(body_start, depth + 1, false);
                 (stop, child.into_iter().collect())
