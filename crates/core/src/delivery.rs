@@ -89,15 +89,32 @@ pub async fn resolve(store: &Store, addr: &str) -> Result<Resolved, StoreError> 
 }
 
 /// Hashes, compresses and parses a message. CPU-bound, so it runs on the blocking pool.
+///
+/// The bytes are stored as received: SMTP keeps a bare LF as data (BODY=BINARYMIME content may
+/// hold any octet, and DATA only ends at CRLF.CRLF).
 pub async fn prepare(raw: Vec<u8>, received_at: i64) -> Result<NewMessage, StoreError> {
-    tokio::task::spawn_blocking(move || NewMessage {
+    tokio::task::spawn_blocking(move || build(raw, received_at))
+        .await
+        .map_err(|e| StoreError::Internal(format!("preparing a message failed: {e}")))
+}
+
+/// [`prepare`] for a message whose bare LF line endings are to become CRLF first: IMAP APPEND,
+/// whose message is RFC 5322 text (RFC 9051 §6.3.12), where clients that write files with LF
+/// lines would otherwise get a size, line counts and sections no other server reports.
+/// Bodies labelled Content-Transfer-Encoding: binary keep their octets.
+pub async fn prepare_normalized(raw: Vec<u8>, received_at: i64) -> Result<NewMessage, StoreError> {
+    tokio::task::spawn_blocking(move || build(message::normalize(raw), received_at))
+        .await
+        .map_err(|e| StoreError::Internal(format!("preparing a message failed: {e}")))
+}
+
+fn build(raw: Vec<u8>, received_at: i64) -> NewMessage {
+    NewMessage {
         meta: message::parse(&raw),
         text: Some(IndexedText::new(message::search_text(&raw))),
         blob: StoredBlob::encode(&raw),
         received_at,
-    })
-    .await
-    .map_err(|e| StoreError::Internal(format!("preparing a message failed: {e}")))
+    }
 }
 
 /// Commits a delivery, retrying retryable store errors until `wait` has passed.

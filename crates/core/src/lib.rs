@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod message;
+pub mod mime;
 pub mod net;
 pub mod throttle;
 pub mod tls;

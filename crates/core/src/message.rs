@@ -2,36 +2,30 @@
 //! clients list and the MIME tree with byte offsets (RFC 5322, RFC 2045–2049). Readers later
 //! slice the stored bytes with these offsets instead of parsing again.
 
-use mail_parser::{Address, HeaderValue, MessageParser, MessagePart, MimeHeaders, PartType};
-use trimaran_store::{HeaderAddress, MessageMeta, PartMeta, SearchText, MESSAGE_META_VERSION};
+use mail_parser::{Address, HeaderValue, MessageParser, PartType};
+use trimaran_store::{HeaderAddress, MessageMeta, SearchText, MESSAGE_META_VERSION};
 
-/// Nesting deeper than this (multiparts in messages in multiparts...) is not described part by
-/// part: a hostile message must not cost unbounded work or metadata.
-const MAX_DEPTH: usize = 32;
-/// Most parts described for one message.
-const MAX_PARTS: usize = 2000;
+use crate::mime::{self, MAX_DEPTH};
 
 /// Parses `raw`. Never fails: mail that does not parse is still mail, and is stored with as much
 /// structure as could be found (`well_formed = false`).
+///
+/// The MIME structure comes from our own parser ([`mime`]), which keeps offsets and field
+/// values exactly as the message has them; mail-parser decodes the top-level header fields
+/// (encoded-words, dates, addresses) that SORT and SEARCH compare.
 pub fn parse(raw: &[u8]) -> MessageMeta {
+    let structure = mime::parse(raw);
     let mut meta = MessageMeta {
         version: MESSAGE_META_VERSION,
         size: raw.len() as u64,
-        well_formed: true,
+        well_formed: structure.well_formed,
+        header_size: structure.parts.first().map_or(0, |p| p.offset_body),
+        parts: structure.parts,
         ..MessageMeta::default()
     };
-    let Some(message) = MessageParser::default().parse(raw) else {
+    let header = &raw[..meta.header_size as usize];
+    let Some(message) = MessageParser::default().parse_headers(header) else {
         meta.well_formed = false;
-        meta.header_size = header_end(raw) as u64;
-        meta.parts.push(PartMeta {
-            content_type: "text".into(),
-            content_subtype: "plain".into(),
-            offset_header: 0,
-            offset_body: meta.header_size,
-            offset_end: raw.len() as u64,
-            body_lines: count_lines(&raw[meta.header_size as usize..]),
-            ..PartMeta::default()
-        });
         return meta;
     };
     meta.subject = message.subject().map(str::to_string);
@@ -46,16 +40,13 @@ pub fn parse(raw: &[u8]) -> MessageMeta {
     meta.message_id = message.message_id().map(str::to_string);
     meta.in_reply_to = text_list(message.in_reply_to()).into_iter().next();
     meta.references = text_list(message.references());
-    let mut flat = Flattener {
-        raw,
-        parts: Vec::new(),
-        well_formed: true,
-    };
-    flat.message(&message, 0, 0);
-    meta.parts = flat.parts;
-    meta.well_formed = flat.well_formed;
-    meta.header_size = meta.parts.first().map(|p| p.offset_body).unwrap_or(0);
     meta
+}
+
+/// `raw` as it should be stored: lines ending in CRLF (RFC 5322 §2.3), see
+/// [`mime::normalize_line_endings`].
+pub fn normalize(raw: Vec<u8>) -> Vec<u8> {
+    mime::normalize_line_endings(raw)
 }
 
 /// Longest decoded body text kept for SEARCH, in bytes; the rest of a huge text is not
@@ -156,151 +147,11 @@ fn text_list(value: &HeaderValue<'_>) -> Vec<String> {
     }
 }
 
-struct Flattener<'r> {
-    raw: &'r [u8],
-    parts: Vec<PartMeta>,
-    well_formed: bool,
-}
-
-impl Flattener<'_> {
-    /// Appends the parts of `message` (whose bytes start at `base` in the stored blob) and returns
-    /// the index of its root part.
-    fn message(
-        &mut self,
-        message: &mail_parser::Message<'_>,
-        base: u64,
-        depth: usize,
-    ) -> Option<usize> {
-        if message.parts.is_empty() {
-            return None;
-        }
-        self.part(message, 0, base, depth)
-    }
-
-    fn part(
-        &mut self,
-        message: &mail_parser::Message<'_>,
-        index: usize,
-        base: u64,
-        depth: usize,
-    ) -> Option<usize> {
-        if depth > MAX_DEPTH || self.parts.len() >= MAX_PARTS {
-            self.well_formed = false;
-            return None;
-        }
-        let part = message.parts.get(index)?;
-        if part.is_encoding_problem {
-            self.well_formed = false;
-        }
-        let mut meta = describe(part, base, self.raw);
-        let slot = self.parts.len();
-        self.parts.push(meta.clone());
-        match &part.body {
-            PartType::Multipart(children) => {
-                for &child in children {
-                    if let Some(i) = self.part(message, child as usize, base, depth + 1) {
-                        meta.children.push(i);
-                    }
-                }
-            }
-            PartType::Message(nested) if !is_encoded(&meta) => {
-                // mail-parser reports the offsets of an encapsulated message's parts from the
-                // start of the outer message already, so the base does not move.
-                if let Some(i) = self.message(nested, base, depth + 1) {
-                    meta.children.push(i);
-                }
-            }
-            // A base64 or quoted-printable message/rfc822 is parsed by mail-parser from its
-            // decoded bytes, whose offsets name nothing in the stored message: kept as a leaf,
-            // which RFC 2046 §5.2.1 allows (only 7bit, 8bit or binary encodings are valid).
-            PartType::Message(_) => {}
-            _ => {}
-        }
-        self.parts[slot] = meta;
-        Some(slot)
-    }
-}
-
-fn describe(part: &MessagePart<'_>, base: u64, raw: &[u8]) -> PartMeta {
-    let (ctype, csub, params) = match part.content_type() {
-        Some(ct) => (
-            ct.ctype().to_ascii_lowercase(),
-            ct.subtype().map(|s| s.to_ascii_lowercase()),
-            ct.attributes()
-                .map(|a| {
-                    a.iter()
-                        .map(|at| (at.name.to_string(), at.value.to_string()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        ),
-        None => (String::new(), None, Vec::new()),
-    };
-    // RFC 2045 §5.2: no Content-Type means text/plain; charset=us-ascii (RFC 2046 §5.1.5
-    // makes message/rfc822 the default inside multipart/digest, which mail-parser reports).
-    let (ctype, csub) = match (ctype.is_empty(), &part.body) {
-        (true, PartType::Message(_)) => ("message".to_string(), "rfc822".to_string()),
-        (true, PartType::Multipart(_)) => ("multipart".to_string(), "mixed".to_string()),
-        (true, _) => ("text".to_string(), "plain".to_string()),
-        (false, _) => (ctype, csub.unwrap_or_default()),
-    };
-    let disposition = part.content_disposition();
-    let offset_body = base + part.offset_body as u64;
-    let offset_end = base + part.offset_end as u64;
-    let body = raw
-        .get(offset_body as usize..offset_end as usize)
-        .unwrap_or_default();
-    PartMeta {
-        content_type: ctype,
-        content_subtype: csub,
-        params,
-        content_id: part.content_id().map(str::to_string),
-        description: part.content_description().map(str::to_string),
-        encoding: part
-            .content_transfer_encoding()
-            .map(|e| e.to_ascii_lowercase()),
-        disposition: disposition.map(|d| d.ctype().to_ascii_lowercase()),
-        disposition_params: disposition
-            .and_then(|d| d.attributes())
-            .map(|a| {
-                a.iter()
-                    .map(|at| (at.name.to_string(), at.value.to_string()))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        language: text_list(part.content_language()).first().cloned(),
-        location: part.content_location().map(str::to_string),
-        offset_header: base + part.offset_header as u64,
-        offset_body,
-        offset_end,
-        body_lines: count_lines(body),
-        children: Vec::new(),
-    }
-}
-
-fn is_encoded(part: &PartMeta) -> bool {
-    matches!(
-        part.encoding.as_deref(),
-        Some("base64") | Some("quoted-printable")
-    )
-}
-
-fn count_lines(bytes: &[u8]) -> u64 {
-    bytes.iter().filter(|&&b| b == b'\n').count() as u64
-}
-
-/// Where the header block ends (after the first empty line), or the whole length.
-fn header_end(raw: &[u8]) -> usize {
-    raw.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
-        .unwrap_or(raw.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mime::MAX_PARTS;
+    use trimaran_store::PartMeta;
 
     const NESTED: &[u8] = b"From: Alice <alice@example.test>\r\n\
 To: bob@example.test, Carol <carol@example.test>\r\n\

@@ -141,7 +141,7 @@ pub struct MessageMeta {
     pub well_formed: bool,
 }
 
-pub const MESSAGE_META_VERSION: u32 = 1;
+pub const MESSAGE_META_VERSION: u32 = 2;
 
 /// A message on its way into the store: its body and what was parsed from it.
 #[derive(Clone, Debug)]

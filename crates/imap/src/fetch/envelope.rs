@@ -65,6 +65,8 @@ enum Tok {
     Word(Vec<u8>),
     Quoted(Vec<u8>),
     Special(u8),
+    /// A comment's text, without its outer parentheses.
+    Comment(Vec<u8>),
 }
 
 fn tokens(s: &[u8]) -> Vec<Tok> {
@@ -74,23 +76,38 @@ fn tokens(s: &[u8]) -> Vec<Tok> {
         match s[i] {
             b' ' | b'\t' | b'\r' | b'\n' => i += 1,
             b'(' => {
-                // Comments are skipped, nested ones too (RFC 5322 §3.2.2).
+                // Comments nest (RFC 5322 §3.2.2); kept, since one after an addr-spec is the
+                // only display name some mailers give ("user@host (Full Name)").
                 let mut depth = 0;
+                let mut text = Vec::new();
                 while i < s.len() {
                     match s[i] {
-                        b'\\' => i += 1,
-                        b'(' => depth += 1,
+                        b'\\' => {
+                            i += 1;
+                            if let Some(&c) = s.get(i) {
+                                text.push(c);
+                            }
+                        }
+                        b'(' => {
+                            if depth > 0 {
+                                text.push(b'(');
+                            }
+                            depth += 1;
+                        }
                         b')' => {
                             depth -= 1;
                             if depth == 0 {
                                 i += 1;
                                 break;
                             }
+                            text.push(b')');
                         }
-                        _ => {}
+                        b'\r' | b'\n' => {}
+                        c => text.push(c),
                     }
                     i += 1;
                 }
+                out.push(Tok::Comment(text));
             }
             b'"' => {
                 let mut q = Vec::new();
@@ -124,7 +141,7 @@ fn tokens(s: &[u8]) -> Vec<Tok> {
 fn word_bytes(t: &Tok) -> Option<&[u8]> {
     match t {
         Tok::Word(w) | Tok::Quoted(w) => Some(w),
-        Tok::Special(_) => None,
+        Tok::Special(_) | Tok::Comment(_) => None,
     }
 }
 
@@ -140,6 +157,7 @@ pub fn address_list(value: &[u8]) -> Vec<Addr> {
         let mut phrase: Vec<&[u8]> = Vec::new();
         let mut plain: Vec<&Tok> = Vec::new();
         let mut inside: Vec<&Tok> = Vec::new();
+        let mut comment: Option<&[u8]> = None;
         let (mut angle, mut saw_angle) = (false, false);
         while i < toks.len() {
             match &toks[i] {
@@ -156,6 +174,7 @@ pub fn address_list(value: &[u8]) -> Vec<Addr> {
                     in_group = true;
                     phrase.clear();
                     plain.clear();
+                    comment = None;
                 }
                 Tok::Special(b'<') => {
                     angle = true;
@@ -163,6 +182,7 @@ pub fn address_list(value: &[u8]) -> Vec<Addr> {
                     inside.clear();
                 }
                 Tok::Special(b'>') => angle = false,
+                Tok::Comment(c) => comment = Some(c.trim_ascii()).filter(|c| !c.is_empty()),
                 t if angle => inside.push(t),
                 t => {
                     if let Some(w) = word_bytes(t) {
@@ -176,7 +196,10 @@ pub fn address_list(value: &[u8]) -> Vec<Addr> {
         let (spec, name) = if saw_angle {
             (inside, (!phrase.is_empty()).then(|| phrase.join(&b' ')))
         } else {
-            (plain, None)
+            // A bare addr-spec has no phrase; a comment written with it, as in
+            // "user@host (Full Name)", is the display name by the convention of RFC 822 era
+            // mailers, and what clients show (Dovecot answers it as the name too).
+            (plain, comment.map(<[u8]>::to_vec))
         };
         if !spec.is_empty() {
             let (route, spec): (Vec<&Tok>, Vec<&Tok>) =
@@ -190,6 +213,7 @@ pub fn address_list(value: &[u8]) -> Vec<Addr> {
                     .flat_map(|t| match t {
                         Tok::Special(c) => vec![*c],
                         Tok::Word(w) | Tok::Quoted(w) => w.clone(),
+                        Tok::Comment(_) => Vec::new(),
                     })
                     .collect::<Vec<u8>>()
             });
@@ -304,7 +328,7 @@ mod tests {
             address_list(b"\"Doe, John\" <john@example.com>, jane@example.org (Jane)"),
             vec![
                 a(Some("Doe, John"), "john", Some("example.com")),
-                a(None, "jane", Some("example.org"))
+                a(Some("Jane"), "jane", Some("example.org"))
             ]
         );
         assert_eq!(

@@ -14,12 +14,25 @@ pub enum SectionError {
     UnknownEncoding,
 }
 
-fn is_multipart(p: &PartMeta) -> bool {
-    p.content_type == "multipart" && !p.children.is_empty()
+fn is(value: &str, name: &str) -> bool {
+    value.eq_ignore_ascii_case(name)
 }
 
+fn is_multipart(p: &PartMeta) -> bool {
+    is(&p.content_type, "multipart") && !p.children.is_empty()
+}
+
+/// An encapsulated message with its parts. Only message/rfc822 and message/global are
+/// (RFC 9051 §6.4.5); every other message/* type, such as message/delivery-status
+/// (RFC 3464), is a leaf whose body is data.
 fn is_message(p: &PartMeta) -> bool {
-    p.content_type == "message" && !p.children.is_empty()
+    is(&p.content_type, "message") && !p.children.is_empty()
+}
+
+/// A message/rfc822 whose parts could not be read (base64 or quoted-printable, which
+/// RFC 2046 §5.2.1 forbids): it has no parts to number.
+fn is_unreadable_message(p: &PartMeta) -> bool {
+    is(&p.content_type, "message") && is(&p.content_subtype, "rfc822") && p.children.is_empty()
 }
 
 /// The part numbered `n` below `index` (RFC 9051 §6.4.5 part specifiers). `message_node`:
@@ -39,8 +52,7 @@ fn subpart(
     if is_message(p) && !message_node {
         return subpart(meta, p.children[0], n, true, false);
     }
-    if p.content_type == "message" && !message_node {
-        // An encapsulated message that could not be read has no parts to number.
+    if is_unreadable_message(p) && !message_node {
         return None;
     }
     // A message's only part, or a leaf's part 1, is the same body; once (as Dovecot answers).
@@ -124,12 +136,15 @@ pub fn body_section(
 }
 
 /// The header lines whose names are (or are not) in `names`, folding kept, with the blank
-/// line that ends a header (RFC 9051 §6.4.5).
+/// line that ends a header (RFC 9051 §6.4.5) when the header has one: a message that is only
+/// a header, without the blank line, has none to include.
 pub fn header_fields(header: &[u8], names: &[String], keep: bool) -> Vec<u8> {
     let mut out = Vec::new();
     let mut taking = false;
+    let mut blank = false;
     for line in header.split_inclusive(|&b| b == b'\n') {
         if line == b"\r\n" || line == b"\n" {
+            blank = true;
             break;
         }
         if !matches!(line.first(), Some(b' ') | Some(b'\t')) {
@@ -150,7 +165,9 @@ pub fn header_fields(header: &[u8], names: &[String], keep: bool) -> Vec<u8> {
             }
         }
     }
-    out.extend_from_slice(b"\r\n");
+    if blank {
+        out.extend_from_slice(b"\r\n");
+    }
     out
 }
 
@@ -171,7 +188,9 @@ pub fn binary_section(
         // A multipart has no transfer encoding of its own: its body as it is.
         return Ok(body.to_vec());
     }
-    match p.encoding.as_deref().unwrap_or("7bit") {
+    // Encoding names are not case sensitive (RFC 2045 §6.1); they are stored as written.
+    let encoding = p.encoding.as_deref().unwrap_or("7bit").to_ascii_lowercase();
+    match encoding.as_str() {
         "7bit" | "8bit" | "binary" => Ok(body.to_vec()),
         "base64" => Ok(decode_base64(body)),
         "quoted-printable" => Ok(decode_qp(body)),

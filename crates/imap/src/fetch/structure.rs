@@ -1,20 +1,26 @@
 //! BODY and BODYSTRUCTURE (RFC 9051 §7.5.2) from the stored part tree.
 
-use trimaran_core::store::{MessageMeta, PartMeta};
+use trimaran_core::store::{MessageMeta, PartMeta, MESSAGE_META_VERSION};
 
 use super::envelope;
 use crate::response::{nstring, string};
 
-/// Whether the structure needs the message bytes: only for the envelopes of encapsulated
-/// messages.
+/// Whether the structure needs the message bytes: for the envelopes of encapsulated messages,
+/// and to parse again metadata stored by an older parser (see [`super::for_session`]).
 pub fn needs_raw(meta: &MessageMeta) -> bool {
-    meta.parts.iter().any(is_message)
+    meta.parts.iter().any(is_message) || meta.version < MESSAGE_META_VERSION
 }
 
+/// An encapsulated message with its parts: message/rfc822, or message/global (whose parts
+/// [`super::for_session`] removes for IMAP4rev1 sessions).
 fn is_message(p: &PartMeta) -> bool {
-    p.content_type == "message"
-        && (p.content_subtype == "rfc822" || p.content_subtype == "global")
+    is(&p.content_type, "message")
+        && (is(&p.content_subtype, "rfc822") || is(&p.content_subtype, "global"))
         && !p.children.is_empty()
+}
+
+fn is(value: &str, name: &str) -> bool {
+    value.eq_ignore_ascii_case(name)
 }
 
 pub fn write(out: &mut Vec<u8>, meta: &MessageMeta, raw: &[u8], extended: bool, utf8: bool) {
@@ -68,14 +74,27 @@ fn disposition_language_location(out: &mut Vec<u8>, p: &PartMeta, utf8: bool) {
         None => out.extend_from_slice(b"NIL"),
     }
     out.push(b' ');
-    // body-fld-lang as a list, the form that also holds several languages (RFC 3066 tags).
-    match &p.language {
-        Some(lang) => {
-            out.push(b'(');
+    // body-fld-lang as a list, the form that also holds several languages: Content-Language is
+    // a comma-separated list of tags (RFC 3282 §2).
+    let langs: Vec<&str> = p
+        .language
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if langs.is_empty() {
+        out.extend_from_slice(b"NIL");
+    } else {
+        out.push(b'(');
+        for (i, lang) in langs.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
             string(out, lang.as_bytes(), utf8);
-            out.push(b')');
         }
-        None => out.extend_from_slice(b"NIL"),
+        out.push(b')');
     }
     out.push(b' ');
     opt(out, &p.location, utf8);
@@ -93,7 +112,7 @@ fn part(
     depth: usize,
 ) {
     let p = &meta.parts[index];
-    if p.content_type == "multipart" && !p.children.is_empty() && depth < MAX_DEPTH {
+    if is(&p.content_type, "multipart") && !p.children.is_empty() && depth < MAX_DEPTH {
         out.push(b'(');
         for &c in &p.children {
             part(out, meta, c, raw, extended, utf8, depth + 1);
@@ -109,7 +128,7 @@ fn part(
         return;
     }
     out.push(b'(');
-    let (ctype, csub) = if p.content_type == "multipart" {
+    let (ctype, csub) = if is(&p.content_type, "multipart") {
         // A multipart without parts cannot be described as one (RFC 9051 §9 body-type-mpart
         // needs at least one body); present it as what it is in practice, opaque data.
         ("application", "octet-stream")
@@ -121,20 +140,13 @@ fn part(
     string(out, csub.as_bytes(), utf8);
     out.push(b' ');
     let mut ps = p.params.clone();
-    if ctype == "text" && !ps.iter().any(|(k, _)| k.eq_ignore_ascii_case("charset")) {
+    if is(ctype, "text") && !ps.iter().any(|(k, _)| k.eq_ignore_ascii_case("charset")) {
         ps.push(("charset".into(), "us-ascii".into()));
     }
     params(out, &ps, utf8);
     out.push(b' ');
     // body-fld-id is the Content-ID field as sent, angle brackets included (RFC 2045 §7).
-    let id = p.content_id.as_ref().map(|id| {
-        if id.starts_with('<') {
-            id.clone()
-        } else {
-            format!("<{id}>")
-        }
-    });
-    opt(out, &id, utf8);
+    opt(out, &p.content_id, utf8);
     out.push(b' ');
     opt(out, &p.description, utf8);
     out.push(b' ');
@@ -154,9 +166,10 @@ fn part(
         out.push(b' ');
         part(out, meta, inner, raw, extended, utf8, depth + 1);
         out.extend_from_slice(format!(" {}", p.body_lines).as_bytes());
-    } else if ctype == "message" && (csub == "rfc822" || csub == "global") {
+    } else if is(ctype, "message") && is(csub, "rfc822") {
         // body-type-msg needs an envelope and a body even when the encapsulated message could
-        // not be read (encoded with base64, RFC 2046 §5.2.1 forbids that): empty ones.
+        // not be read (encoded with base64, RFC 2046 §5.2.1 forbids that): empty ones. Any
+        // other message/* without parts is body-type-basic (media-basic includes MESSAGE).
         out.extend_from_slice(b" (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ");
         out.extend_from_slice(
             b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0",
@@ -165,7 +178,7 @@ fn part(
             out.extend_from_slice(b" NIL NIL NIL NIL");
         }
         out.extend_from_slice(format!(") {}", p.body_lines).as_bytes());
-    } else if ctype == "text" {
+    } else if is(ctype, "text") {
         out.extend_from_slice(format!(" {}", p.body_lines).as_bytes());
     }
     if extended {
