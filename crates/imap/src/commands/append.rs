@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use trimaran_core::delivery::{prepare, retry};
+use trimaran_core::delivery::{prepare_normalized, retry};
 use trimaran_core::store::{now_unix, AppendRequest};
 
 use crate::parser::{AppendMessage, MailboxArg};
@@ -84,7 +84,7 @@ impl Session {
                     return Flow::Continue;
                 }
             };
-            let message = match prepare(m.data, m.date.unwrap_or_else(now_unix)).await {
+            let message = match prepare_normalized(m.data, m.date.unwrap_or_else(now_unix)).await {
                 Ok(p) => p,
                 Err(e) => {
                     self.store_failed(tag, &e);

@@ -287,6 +287,7 @@ impl Session {
         let raw = raw.as_deref().unwrap_or_default();
         let empty = MessageMeta::default();
         let meta = meta.as_ref().unwrap_or(&empty);
+        let meta = &crate::fetch::for_session(meta, raw, self.rev2);
         let utf8 = self.utf8;
         let mut out: Vec<u8> = format!("* {} FETCH (", index + 1).into_bytes();
         for (n, item) in items.iter().enumerate() {
