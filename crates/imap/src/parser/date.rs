@@ -11,12 +11,19 @@ fn month(name: &str) -> Option<Month> {
     Month::try_from(i as u8 + 1).ok()
 }
 
-/// `d-Mon-yyyy` to the UTC midnight that starts it, in seconds since the epoch.
+/// Digits only (no sign, no spaces), `min..=max` of them.
+fn digits<T: std::str::FromStr>(s: &str, min: usize, max: usize) -> Option<T> {
+    let ok = (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| s.parse().ok()).flatten()
+}
+
+/// `d-Mon-yyyy` to the UTC midnight that starts it, in seconds since the epoch
+/// (RFC 9051 §9: date-day = 1*2DIGIT, date-year = 4DIGIT).
 pub fn parse_date(text: &str) -> Option<i64> {
     let mut it = text.trim().splitn(3, '-');
-    let day: u8 = it.next()?.trim().parse().ok()?;
+    let day: u8 = digits(it.next()?.trim(), 1, 2)?;
     let month = month(it.next()?)?;
-    let year: i32 = it.next()?.parse().ok()?;
+    let year: i32 = digits(it.next()?, 4, 4)?;
     let date = Date::from_calendar_date(year, month, day).ok()?;
     Some(date.midnight().assume_utc().unix_timestamp())
 }
@@ -26,9 +33,10 @@ pub fn parse_date_time(text: &str) -> Option<i64> {
     let (date, rest) = text.trim_start().split_once(' ')?;
     let (clock, zone) = rest.split_once(' ')?;
     let midnight = parse_date(date)?;
-    let mut hms = clock.split(':').map(|p| p.parse::<i64>().ok());
+    // RFC 9051 §9: time = 2DIGIT ":" 2DIGIT ":" 2DIGIT, zone = ("+" / "-") 4DIGIT.
+    let mut hms = clock.split(':').map(|p| digits::<i64>(p, 2, 2));
     let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if hms.next().is_some() || h > 23 || m > 59 || s > 60 || zone.len() != 5 {
+    if hms.next().is_some() || h > 23 || m > 59 || s > 60 || zone.len() != 5 || !zone.is_ascii() {
         return None;
     }
     let sign = match &zone[..1] {
@@ -36,8 +44,8 @@ pub fn parse_date_time(text: &str) -> Option<i64> {
         "-" => -1,
         _ => return None,
     };
-    let zh: i64 = zone[1..3].parse().ok()?;
-    let zm: i64 = zone[3..5].parse().ok()?;
+    let zh: i64 = digits(&zone[1..3], 2, 2)?;
+    let zm: i64 = digits(&zone[3..5], 2, 2)?;
     Some(midnight + h * 3600 + m * 60 + s - sign * (zh * 3600 + zm * 60))
 }
 
@@ -72,5 +80,9 @@ mod tests {
         assert!(parse_date_time(" 7-Jul-1996 02:44:25 -0700").is_some());
         assert_eq!(format_date_time(837596665), "17-Jul-1996 09:44:25 +0000");
         assert_eq!(parse_date_time("17-Jul-1996 25:00:00 +0000"), None);
+        // Found by fuzzing: a sign where digits belong, a multi-byte zone.
+        assert_eq!(parse_date_time("1-Jan--9999 -5:00:00 +0000"), None);
+        assert_eq!(parse_date_time("1-Jan-2026 10:00:00 é123"), None);
+        assert_eq!(parse_date_time("1-Jan-2026 10:00:00 +-100"), None);
     }
 }
