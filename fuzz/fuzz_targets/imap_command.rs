@@ -767,8 +767,9 @@ impl Writer {
             (0, 0, 0),
             "search date is not a midnight"
         );
+        // RFC 9051 §9 date-year = 4DIGIT: year 25 is "0025".
         let text = format!(
-            "\"{}-{}-{}\"",
+            "\"{}-{}-{:04}\"",
             t.day(),
             MONTHS[t.month() as usize - 1],
             t.year()
