@@ -166,7 +166,8 @@ class Dovecot:
 
 
 class Trimaran:
-    note = "Trimaran: n-gram index in the store, candidates checked against stored decoded text"
+    note = ("Trimaran: index of word suffixes per field in the store (exact for one-word needles), "
+            "other candidates checked against stored decoded text")
 
     def __init__(self, backend, workdir, messages, store=None):
         self.name = f"trimaran-{backend}"

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod message;
 pub mod mime;
 pub mod net;
+pub mod search_index;
 pub mod throttle;
 pub mod tls;
 

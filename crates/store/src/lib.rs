@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 pub use blob::{BlobHash, BlobStore, Compression, StoredBlob};
 pub use error::{Result, StoreError};
-pub use search::{IndexedText, SearchText};
+pub use search::{IndexedText, SearchText, TextParts, TextQuery};
 pub use types::*;
 
 /// The metadata half of the store. Every method is one transaction; a method that returns an
@@ -184,11 +184,26 @@ pub trait MetaStore: Send + Sync {
     /// to do.
     fn start_change_feed(&self, _feed: tokio::sync::broadcast::Sender<AccountId>) {}
 
-    /// UIDs in the mailbox whose indexed text has all of `grams` (see [`search`]), plus those
-    /// with no indexed text, which the caller must check another way.
-    async fn search_candidates(&self, mailbox: MailboxId, grams: &[String]) -> Result<Vec<u32>>;
-    /// The stored search text of these messages; those without one are left out.
-    async fn search_texts(&self, hashes: &[BlobHash]) -> Result<Vec<(BlobHash, SearchText)>>;
+    /// Messages (of any account: the caller keeps its mailbox's), by [`search::index_key`],
+    /// whose indexed text answers `query`: exactly the messages containing its needle when
+    /// [`TextQuery::is_exact`], otherwise candidates to check against their text.
+    async fn search_index(&self, query: &TextQuery) -> Result<Vec<i64>>;
+    /// Messages the index cannot answer for (not indexed yet, or too long to index whole),
+    /// which every text search must check against their text.
+    async fn search_unindexed(&self) -> Result<Vec<BlobHash>>;
+    /// The stored search text of these messages (only `parts` of it); those without one are
+    /// left out.
+    async fn search_texts(
+        &self,
+        hashes: &[BlobHash],
+        parts: TextParts,
+    ) -> Result<Vec<(BlobHash, SearchText)>>;
+    /// Up to `limit` messages not in the text index yet, with their stored text if they have
+    /// one (messages stored before the index existed have none).
+    async fn search_backlog(&self, limit: usize) -> Result<Vec<(BlobHash, Option<SearchText>)>>;
+    /// Puts a message of the backlog into the index (storing `text` if it had none). Doing it
+    /// twice, or in two processes at once, indexes it once.
+    async fn index_backlogged(&self, hash: &BlobHash, text: &IndexedText) -> Result<()>;
 }
 
 /// A change notice meaning "any account may have changed" (after a lost connection).

@@ -19,6 +19,10 @@ pub const SQLITE: &[(i64, &str)] = &[
     ),
     (6, include_str!("../migrations/sqlite/0006_quota.sql")),
     (7, include_str!("../migrations/sqlite/0007_acl.sql")),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_search_fields.sql"),
+    ),
 ];
 
 /// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
@@ -39,6 +43,10 @@ pub const POSTGRES: &[(i64, &str)] = &[
     ),
     (6, include_str!("../migrations/postgres/0006_quota.sql")),
     (7, include_str!("../migrations/postgres/0007_acl.sql")),
+    (
+        8,
+        include_str!("../migrations/postgres/0008_search_fields.sql"),
+    ),
 ];
 
 pub fn latest(migrations: &[(i64, &str)]) -> i64 {

@@ -1,11 +1,19 @@
-//! The text index behind IMAP SEARCH: each message's decoded, lower-cased text, and the
-//! character n-grams that find candidates for a substring without reading any body.
+//! The text index behind IMAP SEARCH: each message's decoded, lower-cased text, and an
+//! inverted index that answers substring searches (RFC 9051 §6.4.4) without reading bodies.
 //!
-//! Substring search (RFC 9051 §6.4.4) cannot use word indexes: "ell" must find "hello", and a
-//! two-syllable Korean query must find the word inside longer words. So the index holds every
-//! distinct bigram and trigram of the text, as hex tokens (plain ASCII, so that neither SQLite's
-//! FTS5 tokenizer nor PostgreSQL's locale changes them). A query's grams select candidates;
-//! candidates are then checked against the stored text, so answers are exact.
+//! Word indexes cannot answer substring searches: "uarterl" must find "quarterly", and a
+//! two-syllable Korean query must find the word inside longer words. But a needle without
+//! separators (only letters and digits) can only occur inside one word, and then it is the
+//! start of one of that word's suffixes. So the index holds, per field (body, Subject, From,
+//! To, Cc, Bcc, any other header), every suffix of at least two characters of every distinct
+//! word, cut to [`MAX_SUFFIX`] characters; a needle is looked up as a *prefix* query. For such
+//! a needle of up to [`MAX_SUFFIX`] characters the answer is exact and no text is read. For a
+//! needle with separators ("lo wo", "kim@example") each word-part must be found and the
+//! candidates are checked against the stored text.
+//!
+//! Tokens are ASCII (a field letter, then the UTF-8 bytes in hex), so that neither SQLite's
+//! FTS5 tokenizer nor PostgreSQL's text search configuration changes them, and a prefix of a
+//! needle's bytes is a prefix of the token.
 
 use std::collections::BTreeSet;
 
@@ -18,90 +26,322 @@ pub struct SearchText {
     pub body: String,
 }
 
-/// A message's search text with its grams, computed before the write transaction so that
+impl SearchText {
+    /// (name, value) of each header field, as the lines of [`SearchText::header`] hold them.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.header.lines().filter_map(|l| l.split_once(": "))
+    }
+}
+
+/// Which parts of the stored text a search needs to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TextParts {
+    pub header: bool,
+    pub body: bool,
+}
+
+/// A message's search text with its index tokens, computed before the write transaction so that
 /// the single SQLite writer does not spend its time on them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexedText {
     pub text: SearchText,
-    pub grams: Vec<String>,
+    pub tokens: Vec<String>,
 }
 
 impl IndexedText {
     pub fn new(text: SearchText) -> IndexedText {
-        let grams = index_grams(&text);
-        IndexedText { text, grams }
+        let tokens = index_tokens(&text);
+        IndexedText { text, tokens }
     }
 }
 
-/// Most grams indexed for one message; a longer text is marked [`EVERYTHING`] instead, so it
-/// is always a candidate and checked against its stored text.
-pub const MAX_GRAMS: usize = 50_000;
+/// Most tokens indexed for one message; a longer text is marked [`EVERYTHING`] instead, so it
+/// is always checked against its stored text.
+pub const MAX_TOKENS: usize = 50_000;
 
-/// The token of a message whose grams were not all indexed.
+/// The token of a message whose words were not all indexed.
 pub const EVERYTHING: &str = "zzall";
 
-fn token(kind: char, chars: &[char]) -> String {
-    let mut s = String::with_capacity(1 + chars.len() * 8);
-    s.push(kind);
-    let mut buf = [0u8; 4];
-    for c in chars {
-        for b in c.encode_utf8(&mut buf).bytes() {
-            s.push_str(&format!("{b:02x}"));
+/// Longest suffix indexed, in characters: needles up to this long are answered exactly.
+pub const MAX_SUFFIX: usize = 24;
+
+/// How the index names a message: the first 8 bytes of its hash. A hit then needs no lookup
+/// to find its message; the store keeps a second message with the same key out of the index
+/// (and always checks it against its text), so a key names one indexed message.
+pub fn index_key(hash: &crate::BlobHash) -> i64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.0[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// Where a search key looks (RFC 9051 §6.4.4), one index field each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Field {
+    Body,
+    Subject,
+    From,
+    To,
+    Cc,
+    Bcc,
+    /// Every other header field's value, and the names of all fields (TEXT matches names).
+    OtherHeader,
+}
+
+impl Field {
+    const ALL: [Field; 7] = [
+        Field::Body,
+        Field::Subject,
+        Field::From,
+        Field::To,
+        Field::Cc,
+        Field::Bcc,
+        Field::OtherHeader,
+    ];
+
+    /// Every field: TEXT matches header names, header values and the body.
+    pub fn all() -> &'static [Field] {
+        &Field::ALL
+    }
+
+    fn letter(self) -> char {
+        match self {
+            Field::Body => 'b',
+            Field::Subject => 's',
+            Field::From => 'f',
+            Field::To => 'o',
+            Field::Cc => 'c',
+            Field::Bcc => 'k',
+            Field::OtherHeader => 'h',
         }
+    }
+
+    /// The field a header of this (lower-case) name is indexed under.
+    pub fn of_header(name: &str) -> Field {
+        match name {
+            "subject" => Field::Subject,
+            "from" => Field::From,
+            "to" => Field::To,
+            "cc" => Field::Cc,
+            "bcc" => Field::Bcc,
+            _ => Field::OtherHeader,
+        }
+    }
+}
+
+/// The words of a text: maximal runs of letters and digits.
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+}
+
+fn token(field: Field, text: &str) -> String {
+    let mut s = String::with_capacity(1 + text.len() * 2);
+    s.push(field.letter());
+    for b in text.bytes() {
+        s.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        s.push(char::from_digit(u32::from(b & 15), 16).unwrap_or('0'));
     }
     s
 }
 
-/// Every distinct bigram and trigram of the text, as index tokens.
-pub fn index_grams(text: &SearchText) -> Vec<String> {
-    let mut grams = BTreeSet::new();
-    for part in [&text.header, &text.body] {
-        let chars: Vec<char> = part.chars().collect();
-        for w in chars.windows(2) {
-            grams.insert(token('b', w));
-        }
-        for w in chars.windows(3) {
-            grams.insert(token('t', w));
-        }
-        if grams.len() > MAX_GRAMS {
-            return vec![EVERYTHING.to_string()];
+fn add_suffixes(tokens: &mut BTreeSet<String>, field: Field, text: &str) {
+    let distinct: BTreeSet<&str> = words(text).collect();
+    for word in distinct {
+        let starts: Vec<usize> = word.char_indices().map(|(i, _)| i).collect();
+        // Suffixes of two characters or more: a one-character needle narrows nothing.
+        for (n, &start) in starts
+            .iter()
+            .enumerate()
+            .take(starts.len().saturating_sub(1))
+        {
+            let end = starts.get(n + MAX_SUFFIX).copied().unwrap_or(word.len());
+            tokens.insert(token(field, &word[start..end]));
         }
     }
-    grams.into_iter().collect()
 }
 
-/// The grams every text containing `needle` (already lower-cased) must have; empty when the
-/// needle is too short to narrow anything down.
-pub fn query_grams(needle: &str) -> Vec<String> {
-    let chars: Vec<char> = needle.chars().collect();
-    let grams: BTreeSet<String> = if chars.len() >= 3 {
-        chars.windows(3).map(|w| token('t', w)).collect()
-    } else if chars.len() == 2 {
-        [token('b', &chars)].into()
-    } else {
-        BTreeSet::new()
-    };
-    grams.into_iter().collect()
+/// The index tokens of a message's text.
+pub fn index_tokens(text: &SearchText) -> Vec<String> {
+    let mut tokens = BTreeSet::new();
+    for (name, value) in text.fields() {
+        add_suffixes(&mut tokens, Field::OtherHeader, name);
+        add_suffixes(&mut tokens, Field::of_header(name), value);
+    }
+    add_suffixes(&mut tokens, Field::Body, &text.body);
+    if tokens.len() > MAX_TOKENS {
+        return vec![EVERYTHING.to_string()];
+    }
+    tokens.into_iter().collect()
+}
+
+/// One needle (already lower-cased) looked up in the index, in the fields a key looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TextQuery {
+    /// For each word-part of the needle, its token prefix in each field.
+    parts: Vec<Vec<String>>,
+    exact: bool,
+}
+
+impl TextQuery {
+    /// None when the index cannot narrow the needle down (no word-part of two characters).
+    pub fn new(needle: &str, fields: &[Field]) -> Option<TextQuery> {
+        let fields: BTreeSet<Field> = fields.iter().copied().collect();
+        let parts: Vec<&str> = words(needle)
+            .filter(|w| w.chars().nth(1).is_some())
+            .collect();
+        if parts.is_empty() || fields.is_empty() {
+            return None;
+        }
+        // Exact when the needle is one word-part the index holds in full: then a message
+        // has the needle if and only if one of its suffixes starts with it.
+        let exact = parts.len() == 1
+            && parts[0].len() == needle.len()
+            && needle.chars().count() <= MAX_SUFFIX;
+        // Candidates only, then: the two longest parts narrow about as well as all of them
+        // (a short part such as "no" is in most messages) at a fraction of the lookup's cost.
+        let mut parts = parts;
+        parts.sort_by_key(|p| std::cmp::Reverse(p.chars().count()));
+        parts.truncate(2);
+        let parts = parts
+            .iter()
+            .map(|p| {
+                let end = p.char_indices().nth(MAX_SUFFIX).map_or(p.len(), |(i, _)| i);
+                fields.iter().map(|f| token(*f, &p[..end])).collect()
+            })
+            .collect();
+        Some(TextQuery { parts, exact })
+    }
+
+    /// The same lookup, taken as candidates only (for a field shared by several headers).
+    pub fn candidates_only(mut self) -> TextQuery {
+        self.exact = false;
+        self
+    }
+
+    /// Whether the index's answer is the answer: every message it gives contains the needle
+    /// and no other indexed message does. Otherwise it gives candidates to check.
+    pub fn is_exact(&self) -> bool {
+        self.exact
+    }
+
+    /// For each word-part of the needle, the token prefixes of which a message must have one.
+    pub fn parts(&self) -> &[Vec<String>] {
+        &self.parts
+    }
+
+    fn render(&self, and: &str, or: &str, prefix: &str) -> String {
+        let parts: Vec<String> = self
+            .parts
+            .iter()
+            .map(|tokens| {
+                let alts: Vec<String> = tokens.iter().map(|t| format!("{t}{prefix}")).collect();
+                format!("({})", alts.join(or))
+            })
+            .collect();
+        parts.join(and)
+    }
+
+    /// In SQLite FTS5 syntax: tokens are letters and digits, safe as they are.
+    pub fn fts5(&self) -> String {
+        self.render(" AND ", " OR ", "*")
+    }
+
+    /// In PostgreSQL tsquery syntax.
+    pub fn tsquery(&self) -> String {
+        self.render(" & ", " | ", ":*")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// What the index answers for a needle, emulating a prefix query over `index`.
+    fn lookup(index: &BTreeSet<String>, needle: &str, fields: &[Field]) -> Option<(bool, bool)> {
+        let q = TextQuery::new(needle, fields)?;
+        let found = q.parts.iter().all(|alts| {
+            alts.iter()
+                .any(|p| index.iter().any(|t| t.starts_with(p.as_str())))
+        });
+        Some((found, q.is_exact()))
+    }
+
     #[test]
-    fn grams_cover_substrings() {
+    fn suffixes_answer_substrings_per_field() {
         let text = SearchText {
-            header: "subject: 한글로된 제목".into(),
-            body: "hello world".into(),
+            header: "subject: 한글로된 제목\nfrom: kim <kim@example.kr>\nx-mailer: foo\n".into(),
+            body: "hello world, quarterly report".into(),
         };
-        let index: BTreeSet<String> = index_grams(&text).into_iter().collect();
-        for needle in ["글로", "ell", "lo wo", "subject: 한"] {
-            assert!(
-                query_grams(needle).iter().all(|g| index.contains(g)),
-                "{needle}"
-            );
-        }
-        assert!(!query_grams("xyz").iter().all(|g| index.contains(g)));
-        assert!(query_grams("h").is_empty());
+        let index: BTreeSet<String> = index_tokens(&text).into_iter().collect();
+        assert_eq!(
+            lookup(&index, "글로", &[Field::Subject]),
+            Some((true, true))
+        );
+        assert_eq!(lookup(&index, "글로", &[Field::Body]), Some((false, true)));
+        assert_eq!(
+            lookup(&index, "uarterl", &[Field::Body]),
+            Some((true, true))
+        );
+        assert_eq!(lookup(&index, "ell", &[Field::Body]), Some((true, true)));
+        assert_eq!(
+            lookup(&index, "ell", &[Field::Subject, Field::From]),
+            Some((false, true))
+        );
+        assert_eq!(
+            lookup(&index, "worlds", &[Field::Body]),
+            Some((false, true))
+        );
+        // Separators: every part must be there, and the text decides.
+        assert_eq!(lookup(&index, "lo wo", &[Field::Body]), Some((true, false)));
+        assert_eq!(
+            lookup(&index, "kim@ex", &[Field::From]),
+            Some((true, false))
+        );
+        assert_eq!(lookup(&index, "mailer", Field::all()), Some((true, true)));
+        assert_eq!(
+            lookup(&index, "foo", &[Field::OtherHeader]),
+            Some((true, true))
+        );
+        assert_eq!(lookup(&index, "xyz", Field::all()), Some((false, true)));
+        // Nothing to look up: one character, or separators only.
+        assert_eq!(lookup(&index, "h", &[Field::Body]), None);
+        assert_eq!(lookup(&index, " @ ", &[Field::Body]), None);
+    }
+
+    #[test]
+    fn long_words_are_cut_and_long_needles_checked() {
+        let word = "a".repeat(10) + &"b".repeat(30);
+        let text = SearchText {
+            header: String::new(),
+            body: word.clone(),
+        };
+        let index: BTreeSet<String> = index_tokens(&text).into_iter().collect();
+        assert!(index.iter().all(|t| t.len() <= 1 + 2 * MAX_SUFFIX));
+        // Every substring up to MAX_SUFFIX characters is found exactly...
+        assert_eq!(
+            lookup(&index, &word[5..29], &[Field::Body]),
+            Some((true, true))
+        );
+        assert_eq!(
+            lookup(&index, &word[20..40], &[Field::Body]),
+            Some((true, true))
+        );
+        // ...and a longer one is a candidate.
+        assert_eq!(
+            lookup(&index, &word[2..40], &[Field::Body]),
+            Some((true, false))
+        );
+    }
+
+    #[test]
+    fn query_syntax() {
+        let q = TextQuery::new("ab-c d", &[Field::Body, Field::Subject]).unwrap();
+        assert!(!q.is_exact());
+        assert_eq!(q.fts5(), "(b6162* OR s6162*)");
+        let q = TextQuery::new("no such phrase", &[Field::Body]).unwrap();
+        assert_eq!(q.fts5(), "(b706872617365*) AND (b73756368*)");
+        let q = TextQuery::new("abc", &[Field::From]).unwrap();
+        assert!(q.is_exact());
+        assert_eq!(q.tsquery(), "(f616263:*)");
     }
 }

@@ -631,3 +631,143 @@ async fn acl_rights_are_kept_per_grantee_and_copies_cross_accounts() {
         assert!(m.shared_with(friend).await.unwrap().is_empty(), "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_index_finds_candidates_per_field_and_drains_its_backlog() {
+    use trimaran_store::search::Field;
+    for (name, store, _dir) in stores().await {
+        let ids = setup(&store, 1).await;
+        let texts = [
+            ("invoice march", "please pay"),
+            ("hello", "the invoice is attached"),
+            ("한글로된 제목", "본문"),
+        ];
+        let mut hashes = Vec::new();
+        for (i, (subject, body)) in texts.iter().enumerate() {
+            let mut msg = message(subject);
+            msg.text = Some(IndexedText::new(SearchText {
+                header: format!("subject: {subject}\nfrom: kim <kim@example.kr>\n"),
+                body: body.to_string(),
+            }));
+            hashes.push(msg.blob.hash);
+            store
+                .deliver(local(&format!("t{i}"), msg, ids.clone()))
+                .await
+                .unwrap();
+        }
+        // A message stored without its text (as before the index existed) waits in the backlog.
+        let mut bare = message("backlogged invoice");
+        bare.text = None;
+        let bare_hash = bare.blob.hash;
+        store
+            .deliver(local("bare", bare, ids.clone()))
+            .await
+            .unwrap();
+
+        let meta = store.meta();
+        let find = |needle: &str, fields: &[Field]| {
+            let q = TextQuery::new(needle, fields).unwrap();
+            async move {
+                let mut v = meta.search_index(&q).await.unwrap();
+                v.sort();
+                v
+            }
+        };
+        let expect = |v: Vec<BlobHash>| {
+            let mut v: Vec<i64> = v.iter().map(search::index_key).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            find("invoice", &[Field::Subject]).await,
+            expect(vec![hashes[0]]),
+            "{name}"
+        );
+        assert_eq!(
+            find("nvoic", Field::all()).await,
+            expect(vec![hashes[0], hashes[1]]),
+            "{name}"
+        );
+        assert_eq!(
+            find("글로", &[Field::Subject]).await,
+            expect(vec![hashes[2]]),
+            "{name}"
+        );
+        assert_eq!(
+            find("글로", &[Field::Body]).await,
+            Vec::<i64>::new(),
+            "{name}"
+        );
+        assert_eq!(
+            find("kim@example", &[Field::From]).await,
+            expect(hashes.clone()),
+            "{name}"
+        );
+        // Not indexed yet: to be checked against its text.
+        assert_eq!(
+            meta.search_unindexed().await.unwrap(),
+            vec![bare_hash],
+            "{name}"
+        );
+
+        let backlog = meta.search_backlog(10).await.unwrap();
+        assert_eq!(backlog, vec![(bare_hash, None)], "{name}");
+        let text = IndexedText::new(SearchText {
+            header: "subject: backlogged invoice\n".into(),
+            body: "backlogged invoice\n".into(),
+        });
+        meta.index_backlogged(&bare_hash, &text).await.unwrap();
+        // A second time (another process that read the same backlog) changes nothing.
+        meta.index_backlogged(&bare_hash, &text).await.unwrap();
+        assert!(meta.search_backlog(10).await.unwrap().is_empty(), "{name}");
+        assert!(meta.search_unindexed().await.unwrap().is_empty(), "{name}");
+        assert_eq!(
+            find("invoice", &[Field::Subject]).await,
+            expect(vec![hashes[0], bare_hash]),
+            "{name}"
+        );
+        assert_eq!(
+            find("hello", &[Field::Subject]).await,
+            expect(vec![hashes[1]]),
+            "{name}"
+        );
+        // A text too long to index whole is always to be checked.
+        let mut huge = message("huge");
+        let body: String = (0..60_000).map(|i| format!("w{i} ")).collect();
+        huge.text = Some(IndexedText::new(SearchText {
+            header: "subject: huge\n".into(),
+            body,
+        }));
+        let huge_hash = huge.blob.hash;
+        store
+            .deliver(local("huge", huge, ids.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            meta.search_unindexed().await.unwrap(),
+            vec![huge_hash],
+            "{name}"
+        );
+        let stored = meta
+            .search_texts(
+                &[bare_hash],
+                TextParts {
+                    header: false,
+                    body: true,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            stored,
+            vec![(
+                bare_hash,
+                SearchText {
+                    header: String::new(),
+                    body: "backlogged invoice\n".into()
+                }
+            )],
+            "{name}"
+        );
+    }
+}

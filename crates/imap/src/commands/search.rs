@@ -2,11 +2,11 @@
 //! (RFC 7162 §3.1.5) and EMAILID (RFC 8474). Text keys match case-insensitively as substrings
 //! of decoded text: encoded-words and body charsets are decoded by mail-parser first.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use trimaran_core::delivery::retry;
-use trimaran_core::store::search::query_grams;
-use trimaran_core::store::{BlobHash, MessageEntry, SearchText, StoreError};
+use trimaran_core::store::search::{index_key, Field};
+use trimaran_core::store::{BlobHash, MessageEntry, SearchText, StoreError, TextParts, TextQuery};
 
 use crate::parser::{SearchKey, SearchReturn, SeqSet};
 use crate::session::{uid_set, Flow, Session};
@@ -43,34 +43,109 @@ impl Content {
     }
 }
 
-/// What the keys need: (text of headers or body, the Date: field).
-fn needs_content(key: &SearchKey) -> (bool, bool) {
+/// What the keys need: (parts of the stored text, the Date: field).
+fn needs_content(key: &SearchKey) -> (TextParts, bool) {
     use SearchKey::*;
+    let either = |a: (TextParts, bool), b: (TextParts, bool)| {
+        (
+            TextParts {
+                header: a.0.header || b.0.header,
+                body: a.0.body || b.0.body,
+            },
+            a.1 || b.1,
+        )
+    };
     match key {
-        Header(..) | Body(_) | Text(_) => (true, false),
-        SentBefore(_) | SentOn(_) | SentSince(_) | ThreadId(_) => (false, true),
+        Header(..) => (
+            TextParts {
+                header: true,
+                body: false,
+            },
+            false,
+        ),
+        Body(_) => (
+            TextParts {
+                header: false,
+                body: true,
+            },
+            false,
+        ),
+        Text(_) => (
+            TextParts {
+                header: true,
+                body: true,
+            },
+            false,
+        ),
+        SentBefore(_) | SentOn(_) | SentSince(_) | ThreadId(_) => (TextParts::default(), true),
         And(keys) => keys
             .iter()
             .map(needs_content)
-            .fold((false, false), |a, b| (a.0 || b.0, a.1 || b.1)),
-        Or(a, b) => {
-            let (x, y) = (needs_content(a), needs_content(b));
-            (x.0 || y.0, x.1 || y.1)
-        }
+            .fold((TextParts::default(), false), either),
+        Or(a, b) => either(needs_content(a), needs_content(b)),
         Not(k) => needs_content(k),
-        _ => (false, false),
+        _ => (TextParts::default(), false),
     }
 }
 
-/// Strings every match must contain, for the index to narrow the search: text keys that all
-/// matches must satisfy (not under OR or NOT).
-fn required_needles(key: &SearchKey, out: &mut Vec<String>) {
+/// The text keys of a search, wherever they are in it.
+fn text_keys<'k>(key: &'k SearchKey, out: &mut Vec<&'k SearchKey>) {
+    use SearchKey::*;
     match key {
-        SearchKey::And(keys) => keys.iter().for_each(|k| required_needles(k, out)),
-        SearchKey::Body(s) | SearchKey::Text(s) | SearchKey::Header(_, s) if !s.is_empty() => {
-            out.push(lower(s))
+        And(keys) => keys.iter().for_each(|k| text_keys(k, out)),
+        Or(a, b) => {
+            text_keys(a, out);
+            text_keys(b, out);
         }
+        Not(k) => text_keys(k, out),
+        Header(..) | Body(_) | Text(_) => out.push(key),
         _ => {}
+    }
+}
+
+/// How a text key is looked up in the index; None when the index cannot help.
+fn index_query(key: &SearchKey) -> Option<TextQuery> {
+    match key {
+        SearchKey::Body(s) => TextQuery::new(&lower(s), &[Field::Body]),
+        SearchKey::Text(s) => TextQuery::new(&lower(s), Field::all()),
+        SearchKey::Header(name, s) => {
+            let field = Field::of_header(&lower(name));
+            let query = TextQuery::new(&lower(s), &[field])?;
+            // Headers other than the five with a field of their own share one: a hit there
+            // may be in another header.
+            Some(if field == Field::OtherHeader {
+                query.candidates_only()
+            } else {
+                query
+            })
+        }
+        _ => None,
+    }
+}
+
+fn key_id(key: &SearchKey) -> usize {
+    key as *const SearchKey as usize
+}
+
+/// What the text index says about the text keys of one search.
+#[derive(Default)]
+struct IndexAnswers {
+    /// Per text key (by its place in the key tree): the messages it gave (index keys, sorted),
+    /// and whether exactly.
+    keys: HashMap<usize, (Vec<i64>, bool)>,
+    /// Messages the index cannot answer for.
+    unindexed: HashSet<BlobHash>,
+}
+
+impl IndexAnswers {
+    /// Whether `key` matches, from the index alone; None when only the text can tell.
+    fn says(&self, key: &SearchKey, hash: &BlobHash) -> Option<bool> {
+        let (hits, exact) = self.keys.get(&key_id(key))?;
+        if self.unindexed.contains(hash) {
+            return None;
+        }
+        let hit = hits.binary_search(&index_key(hash)).is_ok();
+        (*exact || !hit).then_some(hit)
     }
 }
 
@@ -133,6 +208,39 @@ fn matches(key: &SearchKey, m: &MessageEntry, c: Option<&Content>, ctx: &Ctx<'_>
     }
 }
 
+/// Whether the message matches without reading its text or metadata (three-valued: None when
+/// a key that needs them decides).
+fn decide(
+    key: &SearchKey,
+    m: &MessageEntry,
+    answers: &IndexAnswers,
+    ctx: &Ctx<'_>,
+) -> Option<bool> {
+    use SearchKey::*;
+    match key {
+        And(keys) => {
+            let mut known = true;
+            for k in keys {
+                match decide(k, m, answers, ctx) {
+                    Some(false) => return Some(false),
+                    Some(true) => {}
+                    None => known = false,
+                }
+            }
+            known.then_some(true)
+        }
+        Or(a, b) => match (decide(a, m, answers, ctx), decide(b, m, answers, ctx)) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (Some(false), Some(false)) => Some(false),
+            _ => None,
+        },
+        Not(k) => decide(k, m, answers, ctx).map(|v| !v),
+        Header(..) | Body(_) | Text(_) => answers.says(key, &m.hash),
+        SentBefore(_) | SentOn(_) | SentSince(_) | ThreadId(_) => None,
+        _ => Some(matches(key, m, None, ctx)),
+    }
+}
+
 fn has_modseq(key: &SearchKey) -> bool {
     match key {
         SearchKey::ModSeq(_) => true,
@@ -150,64 +258,22 @@ impl Session {
     /// The messages of the selected mailbox that match `key`, in mailbox order; None when the
     /// store failed, which has then been answered.
     pub(crate) async fn matching(&mut self, tag: &str, key: &SearchKey) -> Option<Vec<Found>> {
-        let (text_keys, date_keys) = needs_content(key);
-        let sel = self.selected.as_ref()?;
-        let mailbox = sel.mailbox.id;
-        let messages = sel.messages.clone();
-        let max_uid = messages.last().map_or(0, |m| m.uid);
+        let sel = self.selected.as_mut()?;
+        // Borrowed out of the session for the search (a 100,000-message list is not copied)
+        // and put back before anything else can look at it.
+        let messages = std::mem::take(&mut sel.messages);
         let store = self.server.core.store.clone();
-        let wait = self.wait();
-        // The index narrows the messages to look at; the stored text decides (exact substring).
-        let mut needles = Vec::new();
-        required_needles(key, &mut needles);
-        let grams: Vec<String> = needles
-            .iter()
-            .flat_map(|n| query_grams(n))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let candidates: Option<HashSet<u32>> = if grams.is_empty() {
-            None
-        } else {
-            match retry(wait, || store.meta().search_candidates(mailbox, &grams)).await {
-                Ok(uids) => Some(uids.into_iter().collect()),
-                Err(e) => {
-                    self.store_failed(tag, &e);
-                    return None;
-                }
-            }
-        };
-        let looked_at: Vec<(usize, &MessageEntry)> = messages
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| candidates.as_ref().is_none_or(|c| c.contains(&m.uid)))
-            .collect();
-        let mut found: Vec<Found> = Vec::new();
-        for chunk in looked_at.chunks(500) {
-            let contents = if text_keys || date_keys {
-                match load_contents(&store, wait, chunk, text_keys, date_keys).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.store_failed(tag, &e);
-                        return None;
-                    }
-                }
-            } else {
-                Vec::new()
-            };
-            for (n, (i, m)) in chunk.iter().enumerate() {
-                let ctx = Ctx {
-                    seq: *i as u32 + 1,
-                    max_seq: messages.len() as u32,
-                    max_uid,
-                    saved: &self.saved,
-                };
-                if matches(key, m, contents.get(n), &ctx) {
-                    found.push((*i as u32 + 1, m.uid, m.modseq));
-                }
+        let outcome = search_messages(&store, self.wait(), key, &messages, &self.saved).await;
+        if let Some(sel) = self.selected.as_mut() {
+            sel.messages = messages;
+        }
+        match outcome {
+            Ok(found) => Some(found),
+            Err(e) => {
+                self.store_failed(tag, &e);
+                None
             }
         }
-        Some(found)
     }
 
     pub(crate) async fn search(
@@ -274,18 +340,75 @@ impl Session {
     }
 }
 
+/// The messages that match `key`, in mailbox order.
+async fn search_messages(
+    store: &std::sync::Arc<trimaran_core::store::Store>,
+    wait: std::time::Duration,
+    key: &SearchKey,
+    messages: &[MessageEntry],
+    saved: &[u32],
+) -> Result<Vec<Found>, StoreError> {
+    let (parts, date_keys) = needs_content(key);
+    let max_uid = messages.last().map_or(0, |m| m.uid);
+    // The index answers what it can; the stored text decides the rest (exact substring).
+    let mut keys = Vec::new();
+    text_keys(key, &mut keys);
+    let mut answers = IndexAnswers::default();
+    if !keys.is_empty() {
+        answers.unindexed = retry(wait, || store.meta().search_unindexed())
+            .await?
+            .into_iter()
+            .collect();
+    }
+    for k in keys {
+        let Some(query) = index_query(k) else {
+            continue;
+        };
+        let mut hits = retry(wait, || store.meta().search_index(&query)).await?;
+        hits.sort_unstable();
+        answers.keys.insert(key_id(k), (hits, query.is_exact()));
+    }
+    let ctx = |i: usize| Ctx {
+        seq: i as u32 + 1,
+        max_seq: messages.len() as u32,
+        max_uid,
+        saved,
+    };
+    let mut matched = vec![false; messages.len()];
+    let mut undecided: Vec<(usize, &MessageEntry)> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        match decide(key, m, &answers, &ctx(i)) {
+            Some(v) => matched[i] = v,
+            None => undecided.push((i, m)),
+        }
+    }
+    for chunk in undecided.chunks(500) {
+        let contents = load_contents(store, wait, chunk, parts, date_keys).await?;
+        for (n, (i, m)) in chunk.iter().enumerate() {
+            matched[*i] = matches(key, m, contents.get(n), &ctx(*i));
+        }
+    }
+    Ok(messages
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| matched[*i])
+        .map(|(i, m)| (i as u32 + 1, m.uid, m.modseq))
+        .collect())
+}
+
 /// Search content for a chunk of messages, in order: stored search text where there is one,
 /// the body itself (decoded now) for messages stored before the index existed.
 async fn load_contents(
     store: &std::sync::Arc<trimaran_core::store::Store>,
     wait: std::time::Duration,
     chunk: &[(usize, &MessageEntry)],
-    text: bool,
+    parts: TextParts,
     date: bool,
 ) -> Result<Vec<Content>, StoreError> {
+    let text = parts.header || parts.body;
     let hashes: Vec<BlobHash> = chunk.iter().map(|(_, m)| m.hash).collect();
     let mut texts: HashMap<BlobHash, SearchText> = if text {
-        retry(wait, || store.meta().search_texts(&hashes))
+        retry(wait, || store.meta().search_texts(&hashes, parts))
             .await?
             .into_iter()
             .collect()

@@ -17,7 +17,7 @@ use tokio_postgres::{NoTls, Row};
 use crate::blob::{BlobHash, BlobStore, Compression, StoredBlob};
 use crate::error::{Result, StoreError};
 use crate::migrate;
-use crate::search::SearchText;
+use crate::search::{IndexedText, SearchText, TextParts, TextQuery};
 use crate::types::*;
 use crate::MetaStore;
 
@@ -301,24 +301,76 @@ async fn insert_message(
     if let Some(indexed) = &msg.text {
         let st = tx
             .prepare_cached(
-                "INSERT INTO message_text (hash, header, body, grams)
-                 VALUES ($1, $2, $3, array_to_tsvector($4::TEXT[])) ON CONFLICT (hash) DO NOTHING",
+                "INSERT INTO message_text (hash, header, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (hash) DO NOTHING",
             )
             .await
             .map_err(map_err)?;
-        tx.execute(
-            &st,
-            &[
-                &hash,
-                &indexed.text.header,
-                &indexed.text.body,
-                &indexed.grams,
-            ],
+        let fresh = tx
+            .execute(&st, &[&hash, &indexed.text.header, &indexed.text.body])
+            .await
+            .map_err(map_err)?;
+        if fresh > 0 {
+            index_text(tx, &msg.blob.hash, indexed).await?;
+            // Delivered again while waiting in the backlog (stored before the index existed):
+            // indexed now, and not a second time by the backlog.
+            let st = tx
+                .prepare_cached("DELETE FROM search_backlog WHERE hash = $1")
+                .await
+                .map_err(map_err)?;
+            tx.execute(&st, &[&hash]).await.map_err(map_err)?;
+        }
+    } else {
+        // Every message is in the text index or waiting for it: never silently unsearchable.
+        let st = tx
+            .prepare_cached("INSERT INTO search_backlog (hash) VALUES ($1) ON CONFLICT DO NOTHING")
+            .await
+            .map_err(map_err)?;
+        tx.execute(&st, &[&hash]).await.map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Puts a message's tokens into the index under its key (see `search::index_key`).
+async fn index_text(
+    tx: &deadpool_postgres::Transaction<'_>,
+    hash: &BlobHash,
+    indexed: &IndexedText,
+) -> Result<()> {
+    let key = crate::search::index_key(hash);
+    let hex = hash.to_hex();
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO text_index (key, hash, tokens) VALUES ($1, $2, array_to_tsvector($3::TEXT[]))
+             ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens
+               WHERE text_index.hash = excluded.hash",
         )
         .await
         .map_err(map_err)?;
+    let n = tx
+        .execute(&st, &[&key, &hex, &indexed.tokens])
+        .await
+        .map_err(map_err)?;
+    if n == 0 {
+        tracing::warn!(hash = %hex, "search index key taken by another message; searched by its text");
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO search_unindexable (hash) VALUES ($1) ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(map_err)?;
+        tx.execute(&st, &[&hex]).await.map_err(map_err)?;
     }
     Ok(())
+}
+
+fn text_columns(parts: TextParts) -> &'static str {
+    match (parts.header, parts.body) {
+        (true, true) => "hash, header, body",
+        (true, false) => "hash, header, ''",
+        (false, true) => "hash, '', body",
+        (false, false) => "hash, '', ''",
+    }
 }
 
 async fn deliver_tx(
@@ -1567,32 +1619,46 @@ impl MetaStore for PostgresStore {
         Ok(())
     }
 
-    async fn search_candidates(&self, mailbox: MailboxId, grams: &[String]) -> Result<Vec<u32>> {
-        // Tokens are hex digits behind a letter: safe to put into a tsquery as they are.
-        let query = format!("({}) | {}", grams.join(" & "), crate::search::EVERYTHING);
+    async fn search_index(&self, query: &TextQuery) -> Result<Vec<i64>> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT mm.uid FROM mailbox_messages mm LEFT JOIN message_text t ON t.hash = mm.hash
-                 WHERE mm.mailbox_id = $1 AND (t.hash IS NULL OR t.grams @@ ($2::TEXT)::tsquery)
-                 ORDER BY mm.uid",
-                &[&mailbox, &query],
-            )
+        let st = c
+            .prepare_cached("SELECT key FROM text_index WHERE tokens @@ ($1::TEXT)::tsquery")
             .await
             .map_err(map_err)?;
-        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u32).collect())
+        let rows = c.query(&st, &[&query.tsquery()]).await.map_err(map_err)?;
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
     }
 
-    async fn search_texts(&self, hashes: &[BlobHash]) -> Result<Vec<(BlobHash, SearchText)>> {
-        let keys: Vec<String> = hashes.iter().map(BlobHash::to_hex).collect();
+    async fn search_unindexed(&self) -> Result<Vec<BlobHash>> {
         let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT hash, header, body FROM message_text WHERE hash = ANY($1)",
-                &[&keys],
+        let st = c
+            .prepare_cached(
+                "SELECT hash FROM search_backlog
+                 UNION ALL SELECT hash FROM search_unindexable
+                 UNION ALL SELECT hash FROM text_index WHERE tokens @@ ($1::TEXT)::tsquery",
             )
             .await
             .map_err(map_err)?;
+        let rows = c
+            .query(&st, &[&crate::search::EVERYTHING])
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(|r| r.get::<_, String>(0).parse()).collect()
+    }
+
+    async fn search_texts(
+        &self,
+        hashes: &[BlobHash],
+        parts: TextParts,
+    ) -> Result<Vec<(BlobHash, SearchText)>> {
+        let keys: Vec<String> = hashes.iter().map(BlobHash::to_hex).collect();
+        let sql = format!(
+            "SELECT {} FROM message_text WHERE hash = ANY($1)",
+            text_columns(parts)
+        );
+        let c = self.client().await?;
+        let st = c.prepare_cached(&sql).await.map_err(map_err)?;
+        let rows = c.query(&st, &[&keys]).await.map_err(map_err)?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -1604,6 +1670,57 @@ impl MetaStore for PostgresStore {
                 ))
             })
             .collect()
+    }
+
+    async fn search_backlog(&self, limit: usize) -> Result<Vec<(BlobHash, Option<SearchText>)>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT b.hash, t.header, t.body FROM search_backlog b
+                 LEFT JOIN message_text t ON t.hash = b.hash LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let header: Option<String> = r.get(1);
+                let body: Option<String> = r.get(2);
+                Ok((
+                    r.get::<_, String>(0).parse()?,
+                    header.map(|header| SearchText {
+                        header,
+                        body: body.unwrap_or_default(),
+                    }),
+                ))
+            })
+            .collect()
+    }
+
+    async fn index_backlogged(&self, hash: &BlobHash, text: &IndexedText) -> Result<()> {
+        let key = *hash;
+        let hash = hash.to_hex();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        // A second process indexing the same message waits here for the first, then finds
+        // nothing left to do.
+        let taken = tx
+            .execute("DELETE FROM search_backlog WHERE hash = $1", &[&hash])
+            .await
+            .map_err(map_err)?;
+        if taken == 0 {
+            return Ok(());
+        }
+        // A text already stored stays as it is; only its index entry is made again.
+        tx.execute(
+            "INSERT INTO message_text (hash, header, body) VALUES ($1, $2, $3)
+             ON CONFLICT (hash) DO NOTHING",
+            &[&hash, &text.text.header, &text.text.body],
+        )
+        .await
+        .map_err(map_err)?;
+        index_text(&tx, &key, text).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     fn start_change_feed(&self, feed: tokio::sync::broadcast::Sender<AccountId>) {

@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use crate::blob::{BlobHash, BlobStore, Compression, StoredBlob};
 use crate::error::{Result, StoreError};
 use crate::migrate;
-use crate::search::SearchText;
+use crate::search::{IndexedText, SearchText, TextParts, TextQuery};
 use crate::types::*;
 use crate::MetaStore;
 use writer::Writer;
@@ -293,25 +293,104 @@ fn insert_message(conn: &Connection, msg: &NewMessage, write_blob: bool, now: i6
     })
     .map_err(map_err)?;
     if let Some(indexed) = &msg.text {
-        let id: Option<i64> = conn
+        let fresh = conn
             .prepare_cached(
                 "INSERT INTO message_text (hash, header, body) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (hash) DO NOTHING RETURNING id",
+                 ON CONFLICT (hash) DO NOTHING",
             )
-            .and_then(|mut st| {
-                st.query_row(params![hash, indexed.text.header, indexed.text.body], |r| {
-                    r.get(0)
-                })
-                .optional()
-            })
+            .and_then(|mut st| st.execute(params![hash, indexed.text.header, indexed.text.body]))
             .map_err(map_err)?;
-        if let Some(id) = id {
-            conn.prepare_cached("INSERT INTO message_grams (rowid, grams) VALUES (?1, ?2)")
-                .and_then(|mut st| st.execute(params![id, indexed.grams.join(" ")]))
+        if fresh > 0 {
+            index_text(conn, &msg.blob.hash, indexed)?;
+            // Delivered again while waiting in the backlog (stored before the index existed):
+            // indexed now, and not a second time by the backlog.
+            conn.prepare_cached("DELETE FROM search_backlog WHERE hash = ?1")
+                .and_then(|mut st| st.execute([&hash]))
+                .map_err(map_err)?;
+        }
+    } else {
+        // Every message is in the text index or waiting for it: never silently unsearchable.
+        conn.prepare_cached("INSERT OR IGNORE INTO search_backlog (hash) VALUES (?1)")
+            .and_then(|mut st| st.execute([&hash]))
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Puts a message's tokens into the index under its key (see `search::index_key`).
+fn index_text(conn: &Connection, hash: &BlobHash, indexed: &IndexedText) -> Result<()> {
+    let key = crate::search::index_key(hash);
+    let hex = hash.to_hex();
+    let holder: Option<String> = conn
+        .prepare_cached("SELECT hash FROM text_index_keys WHERE key = ?1")
+        .and_then(|mut st| st.query_row([key], |r| r.get(0)).optional())
+        .map_err(map_err)?;
+    match holder {
+        Some(h) if h != hex => {
+            tracing::warn!(hash = %hex, "search index key taken by another message; searched by its text");
+            conn.prepare_cached("INSERT OR IGNORE INTO search_unindexable (hash) VALUES (?1)")
+                .and_then(|mut st| st.execute([&hex]))
+                .map_err(map_err)?;
+        }
+        // Its own key: indexed for the first time, or again from the backlog.
+        holder => {
+            if holder.is_none() {
+                conn.prepare_cached("INSERT INTO text_index_keys (key, hash) VALUES (?1, ?2)")
+                    .and_then(|mut st| st.execute(params![key, hex]))
+                    .map_err(map_err)?;
+            }
+            conn.prepare_cached("INSERT INTO text_index (rowid, tokens) VALUES (?1, ?2)")
+                .and_then(|mut st| st.execute(params![key, indexed.tokens.join(" ")]))
                 .map_err(map_err)?;
         }
     }
     Ok(())
+}
+
+/// Most whole terms a prefix is replaced by; past it, FTS5's prefix query is used.
+const MAX_PREFIX_TERMS: usize = 64;
+
+/// The FTS5 query for a search's token prefixes (see `TextQuery::parts`): each prefix as the
+/// terms it stands for when there are few, which FTS5 answers much faster than a prefix query.
+/// None when some part has no term at all, so nothing matches.
+fn fts5_terms(c: &Connection, parts: &[Vec<String>]) -> Result<Option<String>> {
+    let mut st = c
+        .prepare_cached("SELECT term FROM text_index_vocab WHERE term >= ?1 AND term < ?2 LIMIT ?3")
+        .map_err(map_err)?;
+    let mut and = Vec::with_capacity(parts.len());
+    for prefixes in parts {
+        let mut or = Vec::new();
+        for prefix in prefixes {
+            // Tokens continue in hex digits only, all below 'g'.
+            let end = format!("{prefix}g");
+            let terms = st
+                .query_map(params![prefix, end, MAX_PREFIX_TERMS as i64 + 1], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(map_err)?
+                .collect::<rusqlite::Result<Vec<String>>>()
+                .map_err(map_err)?;
+            if terms.len() > MAX_PREFIX_TERMS {
+                or.push(format!("{prefix}*"));
+            } else {
+                or.extend(terms);
+            }
+        }
+        if or.is_empty() {
+            return Ok(None);
+        }
+        and.push(format!("({})", or.join(" OR ")));
+    }
+    Ok(Some(and.join(" AND ")))
+}
+
+fn text_columns(parts: TextParts) -> &'static str {
+    match (parts.header, parts.body) {
+        (true, true) => "header, body",
+        (true, false) => "header, ''",
+        (false, true) => "'', body",
+        (false, false) => "'', ''",
+    }
 }
 
 fn deliver_tx(conn: &Connection, d: &Delivery, write_blob: bool) -> Result<DeliveryReceipt> {
@@ -1602,35 +1681,53 @@ impl MetaStore for SqliteStore {
         .await
     }
 
-    async fn search_candidates(&self, mailbox: MailboxId, grams: &[String]) -> Result<Vec<u32>> {
-        // Tokens are hex digits behind a letter: safe in an FTS5 query as they are.
-        let query = format!("({}) OR {}", grams.join(" AND "), crate::search::EVERYTHING);
+    async fn search_index(&self, query: &TextQuery) -> Result<Vec<i64>> {
+        let parts = query.parts().to_vec();
         self.read(move |c| {
+            let Some(query) = fts5_terms(c, &parts)? else {
+                return Ok(Vec::new());
+            };
             let mut st = c
-                .prepare_cached(
-                    "SELECT mm.uid FROM mailbox_messages mm LEFT JOIN message_text t ON t.hash = mm.hash
-                     WHERE mm.mailbox_id = ?1 AND (t.id IS NULL OR t.id IN
-                       (SELECT rowid FROM message_grams WHERE message_grams MATCH ?2))
-                     ORDER BY mm.uid",
-                )
+                .prepare_cached("SELECT rowid FROM text_index WHERE text_index MATCH ?1")
                 .map_err(map_err)?;
-            let rows = st
-                .query_map(params![mailbox, query], |r| r.get::<_, i64>(0))
-                .map_err(map_err)?;
-            rows.map(|r| r.map(|u| u as u32))
-                .collect::<rusqlite::Result<Vec<u32>>>()
+            let rows = st.query_map([query], |r| r.get(0)).map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<i64>>>()
                 .map_err(map_err)
         })
         .await
     }
 
-    async fn search_texts(&self, hashes: &[BlobHash]) -> Result<Vec<(BlobHash, SearchText)>> {
-        let hashes = hashes.to_vec();
+    async fn search_unindexed(&self) -> Result<Vec<BlobHash>> {
         self.read(move |c| {
             let mut st = c
-                .prepare_cached("SELECT header, body FROM message_text WHERE hash = ?1")
+                .prepare_cached(
+                    "SELECT hash FROM search_backlog
+                     UNION ALL SELECT hash FROM search_unindexable
+                     UNION ALL SELECT k.hash FROM text_index i
+                       JOIN text_index_keys k ON k.key = i.rowid WHERE text_index MATCH ?1",
+                )
                 .map_err(map_err)?;
-            let mut out = Vec::new();
+            let rows = st
+                .query_map([crate::search::EVERYTHING], |r| r.get::<_, String>(0))
+                .map_err(map_err)?;
+            rows.map(|h| h.map_err(map_err)?.parse()).collect()
+        })
+        .await
+    }
+
+    async fn search_texts(
+        &self,
+        hashes: &[BlobHash],
+        parts: TextParts,
+    ) -> Result<Vec<(BlobHash, SearchText)>> {
+        let hashes = hashes.to_vec();
+        self.read(move |c| {
+            let sql = format!(
+                "SELECT {} FROM message_text WHERE hash = ?1",
+                text_columns(parts)
+            );
+            let mut st = c.prepare_cached(&sql).map_err(map_err)?;
+            let mut out = Vec::with_capacity(hashes.len());
             for h in hashes {
                 let row = st
                     .query_row([h.to_hex()], |r| {
@@ -1646,6 +1743,58 @@ impl MetaStore for SqliteStore {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn search_backlog(&self, limit: usize) -> Result<Vec<(BlobHash, Option<SearchText>)>> {
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT b.hash, t.header, t.body FROM search_backlog b
+                     LEFT JOIN message_text t ON t.hash = b.hash LIMIT ?1",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([limit as i64], |r| {
+                    let header: Option<String> = r.get(1)?;
+                    let body: Option<String> = r.get(2)?;
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        header.map(|header| SearchText {
+                            header,
+                            body: body.unwrap_or_default(),
+                        }),
+                    ))
+                })
+                .map_err(map_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(map_err)?;
+            rows.into_iter().map(|(h, t)| Ok((h.parse()?, t))).collect()
+        })
+        .await
+    }
+
+    async fn index_backlogged(&self, hash: &BlobHash, text: &IndexedText) -> Result<()> {
+        let key = *hash;
+        let hash = hash.to_hex();
+        let text = text.clone();
+        self.write(move |c| {
+            // The writer runs each job in a savepoint of its group transaction.
+            let taken = c
+                .execute("DELETE FROM search_backlog WHERE hash = ?1", [&hash])
+                .map_err(map_err)?;
+            if taken == 0 {
+                return Ok(());
+            }
+            // A text already stored stays as it is; only its index entry is made.
+            c.execute(
+                "INSERT INTO message_text (hash, header, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (hash) DO NOTHING",
+                params![hash, text.text.header, text.text.body],
+            )
+            .map_err(map_err)?;
+            index_text(c, &key, &text)
         })
         .await
     }

@@ -1,0 +1,69 @@
+//! Keeps the SEARCH text index whole: messages stored before the index existed, or before its
+//! current form, wait in the store's backlog; this indexes them in the background. Until then
+//! every search treats them as candidates and checks their text, so answers stay exact.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use trimaran_store::{IndexedText, SearchText, Store, StoreError};
+
+use crate::message;
+
+const BATCH: usize = 200;
+
+/// Indexes the backlog, a batch at a time, until it is empty; waits and tries again when the
+/// store is unavailable.
+pub async fn drain_backlog(store: Arc<Store>) {
+    let mut indexed = 0u64;
+    loop {
+        let batch = match store.meta().search_backlog(BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the search index backlog failed; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            if indexed > 0 {
+                tracing::info!(messages = indexed, "search index backlog done");
+            }
+            return;
+        }
+        for (hash, text) in batch {
+            let text = match text {
+                Some(t) => t,
+                None => match store.read_blob(&hash).await {
+                    Ok(raw) => {
+                        match tokio::task::spawn_blocking(move || message::search_text(&raw)).await
+                        {
+                            Ok(t) => t,
+                            Err(e) => {
+                                tracing::error!(%hash, error = %e, "extracting search text failed");
+                                SearchText::default()
+                            }
+                        }
+                    }
+                    // Unreadable (and already reported by read_blob): nothing in it can be
+                    // found, and it must not make every search of its mailbox fail.
+                    Err(StoreError::Corrupt { .. }) => SearchText::default(),
+                    Err(e) => {
+                        tracing::warn!(%hash, error = %e, "reading a body to index failed");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        continue;
+                    }
+                },
+            };
+            let text = tokio::task::spawn_blocking(move || IndexedText::new(text))
+                .await
+                .unwrap_or_default();
+            match store.meta().index_backlogged(&hash, &text).await {
+                Ok(()) => indexed += 1,
+                Err(e) => {
+                    tracing::warn!(%hash, error = %e, "indexing a message failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
+    }
+}
