@@ -417,6 +417,35 @@ def test_idle_sees_another_process_on_the_same_store(make_server, backend):
     b.close()
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_reselect_sees_changes_made_by_another_process(make_server, backend):
+    """SELECT reuses the message list of an unchanged mailbox: a change made through another
+    process on the same store (flags, expunge, new mail) must still show at the next SELECT."""
+    first = make_server(accounts=())
+    first.add_account(ALICE, PASSWORD)
+    for i in range(1, 4):
+        send(first, message(i))
+    second = make_server(accounts=(), domain=None, share_store_of=first)
+    a, b = login(first), login(second)
+    for _ in range(2):
+        assert ok(a.select("INBOX")) == [b"3"]
+        assert ok(a.fetch("1:3", "(UID FLAGS)")) == [b"1 (UID 1 FLAGS ())", b"2 (UID 2 FLAGS ())",
+                                                     b"3 (UID 3 FLAGS ())"]
+    ok(b.select("INBOX"))
+    ok(b.uid("STORE", "1", "+FLAGS", "(\\Flagged)"))
+    assert ok(a.select("INBOX")) == [b"3"]
+    assert ok(a.fetch("1", "(UID FLAGS)")) == [b"1 (UID 1 FLAGS (\\Flagged))"]
+    ok(b.uid("STORE", "2", "+FLAGS", "(\\Deleted)"))
+    ok(b.expunge())
+    assert ok(a.select("INBOX")) == [b"2"]
+    assert ok(a.fetch("1:2", "(UID)")) == [b"1 (UID 1)", b"2 (UID 3)"]
+    send(second, message(4))
+    assert ok(a.select("INBOX")) == [b"3"]
+    assert ok(a.fetch("3", "(UID)")) == [b"3 (UID 4)"]
+    a.logout()
+    b.logout()
+
+
 def test_per_account_session_limit(make_server, tmp_path):
     config = tmp_path / "limits.toml"
     config.write_text("[imap]\nmax_sessions_per_account = 2\n")
@@ -551,6 +580,25 @@ def test_search_index_key_collision_is_checked_against_the_text(box):
     assert ok(m.search(None, "BODY", "giraffe")) == [b""]
     assert ok(m.search(None, "BODY", "ebr")) == [b"4"]
     assert ok(m.search(None, "TEXT", "striped")) == [b"4"]
+    m.logout()
+
+
+def test_header_fetches_are_served_from_the_header_copy(box):
+    """ENVELOPE and header sections come from the header block kept beside the metadata, so
+    they need not read the body; messages without that copy (stored before it existed) are
+    served from the body, with the same answer."""
+    m = login(box)
+    ok(m.select("INBOX"))
+    items = "(ENVELOPE RFC822.HEADER BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)] BODY.PEEK[HEADER]<5.20>)"
+    before = ok(m.fetch("1:3", items))
+    box.sql("UPDATE message_meta SET header = NULL WHERE hash IN "
+            "(SELECT hash FROM mailbox_messages WHERE uid = 1)")
+    box.sql("DELETE FROM blobs WHERE hash IN (SELECT hash FROM mailbox_messages WHERE uid > 1)")
+    assert ok(m.fetch("1:3", items)) == before
+    typ, data = m.fetch("2", "(BODY.PEEK[TEXT])")
+    assert typ == "NO" and b"UNAVAILABLE" in data[0], data
+    typ, data = m.fetch("2", "(ENVELOPE BODY.PEEK[1])")
+    assert typ == "NO" and b"UNAVAILABLE" in data[0], data
     m.logout()
 
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use trimaran_store::{
     AccountId, Delivery, DeliveryReceipt, IndexedText, LocalDelivery, NewMessage, OutboundRequest,
-    Store, StoreError, StoredBlob,
+    Store, StoreError, StoredBlob, MAX_HEADER_COPY,
 };
 
 use crate::address;
@@ -109,8 +109,13 @@ pub async fn prepare_normalized(raw: Vec<u8>, received_at: i64) -> Result<NewMes
 }
 
 fn build(raw: Vec<u8>, received_at: i64) -> NewMessage {
+    let meta = message::parse(&raw);
+    let header = (meta.header_end() <= MAX_HEADER_COPY)
+        .then(|| raw.get(..meta.header_end() as usize).map(<[u8]>::to_vec))
+        .flatten();
     NewMessage {
-        meta: message::parse(&raw),
+        meta,
+        header,
         text: Some(IndexedText::new(message::search_text(&raw))),
         blob: StoredBlob::encode(&raw),
         received_at,

@@ -6,6 +6,7 @@
 pub mod commands;
 pub mod fetch;
 pub mod listener;
+pub mod mailbox_cache;
 pub mod order;
 pub mod parser;
 pub mod response;

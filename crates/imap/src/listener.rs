@@ -45,6 +45,8 @@ pub struct ImapServer {
     pub tls: Option<Arc<TlsAcceptor>>,
     pub gate: Arc<Gate>,
     pub literal_budget: Arc<Semaphore>,
+    /// Message lists of recently selected mailboxes.
+    pub mailbox_cache: crate::mailbox_cache::MailboxCache,
     sessions: Mutex<HashMap<AccountId, usize>>,
 }
 
@@ -75,6 +77,7 @@ impl ImapServer {
             tls: tls.map(|c| Arc::new(TlsAcceptor::from(c))),
             gate,
             literal_budget: Arc::new(Semaphore::new(LITERAL_BUDGET_KIB)),
+            mailbox_cache: Default::default(),
             sessions: Mutex::new(HashMap::new()),
         })
     }

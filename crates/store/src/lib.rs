@@ -70,6 +70,12 @@ pub trait MetaStore: Send + Sync {
     async fn message_meta(&self, hash: &BlobHash) -> Result<Option<MessageMeta>>;
     /// The parsed metadata of many messages at once (SORT, THREAD); unknown hashes are left out.
     async fn message_metas(&self, hashes: &[BlobHash]) -> Result<Vec<(BlobHash, MessageMeta)>>;
+    /// Metadata and the copied header block (see [`NewMessage::header`]) of many messages at
+    /// once; messages without metadata are left out.
+    async fn message_heads(
+        &self,
+        hashes: &[BlobHash],
+    ) -> Result<Vec<(BlobHash, MessageMeta, Option<Vec<u8>>)>>;
 
     /// Removes messages from a mailbox (POP3 DELE at QUIT, IMAP EXPUNGE) in one transaction:
     /// one MODSEQ for the operation, one `expunge` change per message. UIDs already gone are

@@ -23,6 +23,7 @@ pub const SQLITE: &[(i64, &str)] = &[
         8,
         include_str!("../migrations/sqlite/0008_search_fields.sql"),
     ),
+    (9, include_str!("../migrations/sqlite/0009_header_copy.sql")),
 ];
 
 /// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
@@ -46,6 +47,10 @@ pub const POSTGRES: &[(i64, &str)] = &[
     (
         8,
         include_str!("../migrations/postgres/0008_search_fields.sql"),
+    ),
+    (
+        9,
+        include_str!("../migrations/postgres/0009_header_copy.sql"),
     ),
 ];
 

@@ -141,13 +141,28 @@ pub struct MessageMeta {
     pub well_formed: bool,
 }
 
+impl MessageMeta {
+    /// Where the top-level header block ends (and the body begins).
+    pub fn header_end(&self) -> u64 {
+        self.parts
+            .first()
+            .map_or(self.header_size, |p| p.offset_body)
+    }
+}
+
 pub const MESSAGE_META_VERSION: u32 = 2;
+
+/// Largest header block copied beside the metadata ([`NewMessage::header`]).
+pub const MAX_HEADER_COPY: u64 = 64 * 1024;
 
 /// A message on its way into the store: its body and what was parsed from it.
 #[derive(Clone, Debug)]
 pub struct NewMessage {
     pub blob: StoredBlob,
     pub meta: MessageMeta,
+    /// The top-level header block (the first `meta.header_size` bytes), kept beside the
+    /// metadata so that header fetches need not read the body; None when too large to copy.
+    pub header: Option<Vec<u8>>,
     /// What SEARCH looks at; None stores the message unindexed (searched from its body).
     pub text: Option<crate::search::IndexedText>,
     /// Seconds since the epoch (IMAP INTERNALDATE).

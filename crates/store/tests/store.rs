@@ -14,6 +14,7 @@ fn message(text: &str) -> NewMessage {
             ..MessageMeta::default()
         },
         blob: StoredBlob::encode(&raw),
+        header: None,
         text: Some(IndexedText::new(SearchText {
             header: format!("subject: {}", text.to_lowercase()),
             body: text.to_lowercase(),

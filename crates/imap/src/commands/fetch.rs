@@ -2,8 +2,13 @@
 //! and OBJECTID items (RFC 8474). Bodies are sliced by the part offsets stored at delivery;
 //! nothing is parsed again.
 
+use std::collections::HashMap;
+
 use trimaran_core::delivery::retry;
-use trimaran_core::store::{flags, FlagChange, FlagOp, MessageEntry, MessageMeta, StoreError};
+use trimaran_core::store::{
+    flags, BlobHash, FlagChange, FlagOp, MessageEntry, MessageMeta, StoreError,
+    MESSAGE_META_VERSION,
+};
 
 use crate::fetch::{envelope, section, structure};
 use crate::parser::date::format_date_time;
@@ -184,31 +189,50 @@ impl Session {
                     | FetchAtt::ThreadId
             )
         });
-        for i in positions {
-            let Some(entry) = self
-                .selected
-                .as_ref()
-                .and_then(|s| s.messages.get(i))
-                .cloned()
-            else {
-                continue;
+        for chunk in positions.chunks(FETCH_BATCH) {
+            let entries: Vec<(usize, MessageEntry)> = chunk
+                .iter()
+                .filter_map(|&i| {
+                    let sel = self.selected.as_ref()?;
+                    Some((i, sel.messages.get(i)?.clone()))
+                })
+                .collect();
+            // One store call for the batch's metadata, not one per message.
+            let heads: HashMap<BlobHash, Head> = if needs_meta {
+                let hashes: Vec<BlobHash> = entries.iter().map(|(_, e)| e.hash).collect();
+                let store = self.server.core.store.clone();
+                match retry(self.wait(), || store.meta().message_heads(&hashes)).await {
+                    Ok(rows) => rows
+                        .into_iter()
+                        .map(|(hash, meta, header)| (hash, Head { meta, header }))
+                        .collect(),
+                    Err(e) => {
+                        self.store_failed(tag, &e);
+                        return Flow::Continue;
+                    }
+                }
+            } else {
+                HashMap::new()
             };
-            match self.fetch_one(i, &entry, &items, needs_meta).await {
-                Ok(()) => {}
-                Err(FetchFailure::Store(e)) => {
-                    self.store_failed(tag, &e);
-                    return Flow::Continue;
+            for (i, entry) in entries {
+                let head = heads.get(&entry.hash);
+                match self.fetch_one(i, &entry, &items, needs_meta, head).await {
+                    Ok(()) => {}
+                    Err(FetchFailure::Store(e)) => {
+                        self.store_failed(tag, &e);
+                        return Flow::Continue;
+                    }
+                    Err(FetchFailure::UnknownCte) => {
+                        self.no(
+                            tag,
+                            "[UNKNOWN-CTE] Cannot decode this part's transfer encoding",
+                        );
+                        return Flow::Continue;
+                    }
                 }
-                Err(FetchFailure::UnknownCte) => {
-                    self.no(
-                        tag,
-                        "[UNKNOWN-CTE] Cannot decode this part's transfer encoding",
-                    );
-                    return Flow::Continue;
+                if self.conn.out().len() >= FLUSH_AT && self.conn.flush().await.is_err() {
+                    return Flow::Close;
                 }
-            }
-            if self.conn.out().len() >= FLUSH_AT && self.conn.flush().await.is_err() {
-                return Flow::Close;
             }
         }
         // RFC 9051 §7.4.1: no EXPUNGE during FETCH; UID FETCH may report them.
@@ -250,14 +274,11 @@ impl Session {
         m: &MessageEntry,
         items: &[FetchAtt],
         needs_meta: bool,
+        head: Option<&Head>,
     ) -> Result<(), FetchFailure> {
         let store = self.server.core.store.clone();
         let wait = self.wait();
-        let meta: Option<MessageMeta> = if needs_meta {
-            retry(wait, || store.meta().message_meta(&m.hash)).await?
-        } else {
-            None
-        };
+        let meta: Option<MessageMeta> = head.map(|h| h.meta.clone());
         let meta = match (needs_meta, meta) {
             (true, None) => {
                 // Metadata lost: parse again from the body rather than fail the client.
@@ -279,10 +300,16 @@ impl Session {
             }
             _ => false,
         });
-        let raw = if needs_raw {
-            Some(retry(wait, || store.read_blob(&m.hash)).await?)
-        } else {
-            None
+        // The header copy kept beside the metadata serves header-only items without reading
+        // (and decompressing, and hashing) the whole body.
+        let header_copy = head.and_then(|h| h.header.as_ref()).filter(|h| {
+            meta.as_ref()
+                .is_some_and(|meta| serves_from_header(items, meta, h))
+        });
+        let raw = match (needs_raw, header_copy) {
+            (false, _) => None,
+            (true, Some(header)) => Some(header.clone()),
+            (true, None) => Some(retry(wait, || store.read_blob(&m.hash)).await?),
         };
         let raw = raw.as_deref().unwrap_or_default();
         let empty = MessageMeta::default();
@@ -396,6 +423,47 @@ impl Session {
         self.conn.queue(&out);
         Ok(())
     }
+}
+
+/// A batch of messages fetched together (one store call for their metadata).
+const FETCH_BATCH: usize = 64;
+
+/// What FETCH reads from the store before the body: the metadata and the header copy.
+struct Head {
+    meta: MessageMeta,
+    header: Option<Vec<u8>>,
+}
+
+/// Whether every item that needs the message's bytes needs only its top-level header block,
+/// and `header` is that block for this (current) metadata.
+fn serves_from_header(items: &[FetchAtt], meta: &MessageMeta, header: &[u8]) -> bool {
+    if meta.version != MESSAGE_META_VERSION || header.len() as u64 != meta.header_end() {
+        return false;
+    }
+    items.iter().all(|i| match i {
+        FetchAtt::Envelope | FetchAtt::Rfc822Header => true,
+        FetchAtt::BodySection { section, .. } => {
+            section.part.is_empty()
+                && matches!(
+                    section.text,
+                    Some(
+                        SectionText::Header
+                            | SectionText::HeaderFields(_)
+                            | SectionText::HeaderFieldsNot(_)
+                    )
+                )
+        }
+        FetchAtt::Body | FetchAtt::BodyStructure => !structure::needs_raw(meta),
+        FetchAtt::Rfc822 | FetchAtt::Rfc822Text | FetchAtt::Binary { .. } => false,
+        FetchAtt::BinarySize(_) => false,
+        FetchAtt::Flags
+        | FetchAtt::InternalDate
+        | FetchAtt::Rfc822Size
+        | FetchAtt::Uid
+        | FetchAtt::ModSeq
+        | FetchAtt::EmailId
+        | FetchAtt::ThreadId => true,
+    })
 }
 
 /// Message text as a literal: never quoted, whatever it contains, and never a literal8 (BODY

@@ -53,12 +53,20 @@ impl Session {
         let read_only = read_only || !"swte".chars().any(|r| rights.has(r));
         let record = target.record;
         let meta = self.server.core.store.meta();
-        let messages = match retry(self.wait(), || meta.mailbox_entries(record.id)).await {
-            Ok(m) => m,
-            Err(e) => {
-                self.store_failed(tag, &e);
-                return Flow::Continue;
-            }
+        let messages = match self.server.mailbox_cache.get(&record) {
+            Some(list) => Vec::clone(&list),
+            None => match retry(self.wait(), || meta.mailbox_entries(record.id)).await {
+                Ok(m) => {
+                    self.server
+                        .mailbox_cache
+                        .put(&record, std::sync::Arc::new(m.clone()));
+                    m
+                }
+                Err(e) => {
+                    self.store_failed(tag, &e);
+                    return Flow::Continue;
+                }
+            },
         };
         let mut keywords: Vec<&str> = Vec::new();
         for m in &messages {

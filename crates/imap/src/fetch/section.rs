@@ -254,11 +254,7 @@ fn decode_qp(body: &[u8]) -> Vec<u8> {
 
 /// The header block of the whole message, for ENVELOPE.
 pub fn message_header<'a>(meta: &MessageMeta, raw: &'a [u8]) -> &'a [u8] {
-    let end = meta
-        .parts
-        .first()
-        .map_or(meta.header_size, |p| p.offset_body);
-    raw.get(..end as usize).unwrap_or(raw)
+    raw.get(..meta.header_end() as usize).unwrap_or(raw)
 }
 
 /// For tests and SEARCH: header fields of the whole message.

@@ -279,8 +279,9 @@ async fn insert_message(
     let from = msg.meta.from.first().and_then(|a| a.address.clone());
     let st = tx
         .prepare_cached(
-            "INSERT INTO message_meta (hash, size, subject, from_addr, message_id, sent_date, meta)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hash) DO NOTHING",
+            "INSERT INTO message_meta
+               (hash, size, subject, from_addr, message_id, sent_date, meta, header)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (hash) DO NOTHING",
         )
         .await
         .map_err(map_err)?;
@@ -294,6 +295,7 @@ async fn insert_message(
             &msg.meta.message_id,
             &msg.meta.date,
             &meta_json,
+            &msg.header,
         ],
     )
     .await
@@ -1036,6 +1038,26 @@ impl MetaStore for PostgresStore {
                 let meta = serde_json::from_str(r.get::<_, &str>(1))
                     .map_err(|e| StoreError::Internal(e.to_string()))?;
                 Ok((r.get::<_, String>(0).parse()?, meta))
+            })
+            .collect()
+    }
+
+    async fn message_heads(
+        &self,
+        hashes: &[BlobHash],
+    ) -> Result<Vec<(BlobHash, MessageMeta, Option<Vec<u8>>)>> {
+        let keys: Vec<String> = hashes.iter().map(BlobHash::to_hex).collect();
+        let c = self.client().await?;
+        let st = c
+            .prepare_cached("SELECT hash, meta, header FROM message_meta WHERE hash = ANY($1)")
+            .await
+            .map_err(map_err)?;
+        let rows = c.query(&st, &[&keys]).await.map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let meta = serde_json::from_str(r.get::<_, &str>(1))
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                Ok((r.get::<_, String>(0).parse()?, meta, r.get(2)))
             })
             .collect()
     }

@@ -277,8 +277,9 @@ fn insert_message(conn: &Connection, msg: &NewMessage, write_blob: bool, now: i6
         serde_json::to_string(&msg.meta).map_err(|e| StoreError::Internal(e.to_string()))?;
     let from = msg.meta.from.first().and_then(|a| a.address.clone());
     conn.prepare_cached(
-        "INSERT INTO message_meta (hash, size, subject, from_addr, message_id, sent_date, meta)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (hash) DO NOTHING",
+        "INSERT INTO message_meta
+           (hash, size, subject, from_addr, message_id, sent_date, meta, header)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (hash) DO NOTHING",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -288,7 +289,8 @@ fn insert_message(conn: &Connection, msg: &NewMessage, write_blob: bool, now: i6
             from,
             msg.meta.message_id,
             msg.meta.date,
-            meta_json
+            meta_json,
+            msg.header
         ])
     })
     .map_err(map_err)?;
@@ -1050,6 +1052,32 @@ impl MetaStore for SqliteStore {
                     let meta = serde_json::from_str(&j)
                         .map_err(|e| StoreError::Internal(e.to_string()))?;
                     out.push((h, meta));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn message_heads(
+        &self,
+        hashes: &[BlobHash],
+    ) -> Result<Vec<(BlobHash, MessageMeta, Option<Vec<u8>>)>> {
+        let hashes = hashes.to_vec();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached("SELECT meta, header FROM message_meta WHERE hash = ?1")
+                .map_err(map_err)?;
+            let mut out = Vec::with_capacity(hashes.len());
+            for h in hashes {
+                let row: Option<(String, Option<Vec<u8>>)> = st
+                    .query_row([h.to_hex()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(map_err)?;
+                if let Some((json, header)) = row {
+                    let meta = serde_json::from_str(&json)
+                        .map_err(|e| StoreError::Internal(e.to_string()))?;
+                    out.push((h, meta, header));
                 }
             }
             Ok(out)
