@@ -45,7 +45,8 @@ pub struct TextParts {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IndexedText {
     pub text: SearchText,
-    pub tokens: Vec<String>,
+    /// None when the text has too many to index: it is then always checked against its text.
+    pub tokens: Option<Vec<String>>,
 }
 
 impl IndexedText {
@@ -55,12 +56,9 @@ impl IndexedText {
     }
 }
 
-/// Most tokens indexed for one message; a longer text is marked [`EVERYTHING`] instead, so it
-/// is always checked against its stored text.
+/// Most tokens indexed for one message; a text with more is not indexed but always checked
+/// against its stored text.
 pub const MAX_TOKENS: usize = 50_000;
-
-/// The token of a message whose words were not all indexed.
-pub const EVERYTHING: &str = "zzall";
 
 /// Longest suffix indexed, in characters: needles up to this long are answered exactly.
 pub const MAX_SUFFIX: usize = 24;
@@ -160,18 +158,15 @@ fn add_suffixes(tokens: &mut BTreeSet<String>, field: Field, text: &str) {
     }
 }
 
-/// The index tokens of a message's text.
-pub fn index_tokens(text: &SearchText) -> Vec<String> {
+/// The index tokens of a message's text; None when there are too many.
+pub fn index_tokens(text: &SearchText) -> Option<Vec<String>> {
     let mut tokens = BTreeSet::new();
     for (name, value) in text.fields() {
         add_suffixes(&mut tokens, Field::OtherHeader, name);
         add_suffixes(&mut tokens, Field::of_header(name), value);
     }
     add_suffixes(&mut tokens, Field::Body, &text.body);
-    if tokens.len() > MAX_TOKENS {
-        return vec![EVERYTHING.to_string()];
-    }
-    tokens.into_iter().collect()
+    (tokens.len() <= MAX_TOKENS).then(|| tokens.into_iter().collect())
 }
 
 /// One needle (already lower-cased) looked up in the index, in the fields a key looks at.
@@ -272,7 +267,7 @@ mod tests {
             header: "subject: 한글로된 제목\nfrom: kim <kim@example.kr>\nx-mailer: foo\n".into(),
             body: "hello world, quarterly report".into(),
         };
-        let index: BTreeSet<String> = index_tokens(&text).into_iter().collect();
+        let index: BTreeSet<String> = index_tokens(&text).unwrap().into_iter().collect();
         assert_eq!(
             lookup(&index, "글로", &[Field::Subject]),
             Some((true, true))
@@ -315,7 +310,7 @@ mod tests {
             header: String::new(),
             body: word.clone(),
         };
-        let index: BTreeSet<String> = index_tokens(&text).into_iter().collect();
+        let index: BTreeSet<String> = index_tokens(&text).unwrap().into_iter().collect();
         assert!(index.iter().all(|t| t.len() <= 1 + 2 * MAX_SUFFIX));
         // Every substring up to MAX_SUFFIX characters is found exactly...
         assert_eq!(

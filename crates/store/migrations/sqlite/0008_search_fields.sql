@@ -11,7 +11,8 @@ CREATE VIRTUAL TABLE text_index USING fts5(tokens, content='', detail=none, toke
 -- answers a whole term an order of magnitude faster than a prefix.
 CREATE VIRTUAL TABLE text_index_vocab USING fts5vocab(text_index, 'row');
 -- Which message holds each key; a second message with the same key (odds 2^-64 a pair) is not
--- indexed but listed in search_unindexable, and always checked against its text.
+-- indexed but listed in search_unindexable, as is a text with too many words to index
+-- (search::MAX_TOKENS); both are always checked against their text.
 CREATE TABLE text_index_keys (key INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE);
 CREATE TABLE search_unindexable (hash TEXT PRIMARY KEY) WITHOUT ROWID;
 -- Messages whose text is not in the index: the re-indexing above, and messages stored before

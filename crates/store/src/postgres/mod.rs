@@ -341,6 +341,16 @@ async fn index_text(
 ) -> Result<()> {
     let key = crate::search::index_key(hash);
     let hex = hash.to_hex();
+    let Some(tokens) = &indexed.tokens else {
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO search_unindexable (hash) VALUES ($1) ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(map_err)?;
+        tx.execute(&st, &[&hex]).await.map_err(map_err)?;
+        return Ok(());
+    };
     let st = tx
         .prepare_cached(
             "INSERT INTO text_index (key, hash, tokens) VALUES ($1, $2, array_to_tsvector($3::TEXT[]))
@@ -350,7 +360,7 @@ async fn index_text(
         .await
         .map_err(map_err)?;
     let n = tx
-        .execute(&st, &[&key, &hex, &indexed.tokens])
+        .execute(&st, &[&key, &hex, tokens])
         .await
         .map_err(map_err)?;
     if n == 0 {
@@ -520,12 +530,20 @@ async fn deliver_local(
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
+/// A statement prepared once per connection: a statement given as text costs a round trip
+/// to prepare every time, which on the paths every command takes doubled their round trips.
+async fn cached(c: &impl GenericClient, sql: &str) -> Result<tokio_postgres::Statement> {
+    c.prepare_cached(sql).await.map_err(map_err)
+}
+
 async fn bump_modseq(tx: &Tx<'_>, account: AccountId) -> Result<i64> {
+    let st = cached(
+        tx,
+        "UPDATE accounts SET modseq = modseq + 1 WHERE id = $1 RETURNING modseq",
+    )
+    .await?;
     Ok(tx
-        .query_one(
-            "UPDATE accounts SET modseq = modseq + 1 WHERE id = $1 RETURNING modseq",
-            &[&account],
-        )
+        .query_one(&st, &[&account])
         .await
         .map_err(map_err)?
         .get(0))
@@ -551,14 +569,16 @@ async fn mailbox_by_id(
     account: AccountId,
     id: MailboxId,
 ) -> Result<MailboxRecord> {
-    c.query_opt(
+    let st = cached(
+        c,
         &format!("SELECT {MAILBOX_COLUMNS} WHERE id = $1 AND account_id = $2"),
-        &[&id, &account],
     )
-    .await
-    .map_err(map_err)?
-    .map(|r| mailbox_record(&r))
-    .ok_or_else(|| StoreError::NotFound(format!("mailbox {id}")))
+    .await?;
+    c.query_opt(&st, &[&id, &account])
+        .await
+        .map_err(map_err)?
+        .map(|r| mailbox_record(&r))
+        .ok_or_else(|| StoreError::NotFound(format!("mailbox {id}")))
 }
 
 const ENTRY_COLUMNS: &str =
@@ -583,15 +603,17 @@ async fn entries_for_update(
     uids: &[u32],
 ) -> Result<Vec<MessageEntry>> {
     let uids: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
-    tx.query(
+    let st = cached(
+        tx,
         &format!("SELECT {ENTRY_COLUMNS} WHERE mailbox_id = $1 AND uid = ANY($2) ORDER BY uid FOR UPDATE"),
-        &[&mailbox, &uids],
     )
-    .await
-    .map_err(map_err)?
-    .iter()
-    .map(message_entry)
-    .collect()
+    .await?;
+    tx.query(&st, &[&mailbox, &uids])
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(message_entry)
+        .collect()
 }
 
 /// Adds entries with consecutive new UIDs of `mailbox`; returns the UIDs.
@@ -1286,24 +1308,26 @@ impl MetaStore for PostgresStore {
             });
         }
         let since = since as i64;
+        let st = cached(
+            &tx,
+            &format!("SELECT {ENTRY_COLUMNS} WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid"),
+        )
+        .await?;
         let changed = tx
-            .query(
-                &format!(
-                    "SELECT {ENTRY_COLUMNS} WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid"
-                ),
-                &[&mailbox, &since],
-            )
+            .query(&st, &[&mailbox, &since])
             .await
             .map_err(map_err)?
             .iter()
             .map(message_entry)
             .collect::<Result<Vec<_>>>()?;
+        let st = cached(
+            &tx,
+            "SELECT DISTINCT uid FROM changes WHERE mailbox_id = $1 AND modseq > $2
+               AND kind = 'expunge' ORDER BY uid",
+        )
+        .await?;
         let expunged = tx
-            .query(
-                "SELECT DISTINCT uid FROM changes WHERE mailbox_id = $1 AND modseq > $2
-                   AND kind = 'expunge' ORDER BY uid",
-                &[&mailbox, &since],
-            )
+            .query(&st, &[&mailbox, &since])
             .await
             .map_err(map_err)?
             .iter()
@@ -1392,20 +1416,20 @@ impl MetaStore for PostgresStore {
                 .iter()
                 .map(|e| keywords_to_text(&e.keywords))
                 .collect();
-            tx.execute(
+            let st = cached(
+                &tx,
                 "UPDATE mailbox_messages m SET flags = t.f, keywords = t.k, modseq = $2
                  FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TEXT[]) AS t(u, f, k)
                  WHERE m.mailbox_id = $1 AND m.uid = t.u",
-                &[&mailbox, &modseq, &uids, &flags, &keywords],
             )
-            .await
-            .map_err(map_err)?;
-            tx.execute(
-                "UPDATE mailboxes SET highestmodseq = $1 WHERE id = $2",
-                &[&modseq, &mailbox],
-            )
-            .await
-            .map_err(map_err)?;
+            .await?;
+            tx.execute(&st, &[&mailbox, &modseq, &uids, &flags, &keywords])
+                .await
+                .map_err(map_err)?;
+            let st = cached(&tx, "UPDATE mailboxes SET highestmodseq = $1 WHERE id = $2").await?;
+            tx.execute(&st, &[&modseq, &mailbox])
+                .await
+                .map_err(map_err)?;
             for e in &mut to_change {
                 e.modseq = modseq as u64;
             }
@@ -1642,12 +1666,19 @@ impl MetaStore for PostgresStore {
     }
 
     async fn search_index(&self, query: &TextQuery) -> Result<Vec<i64>> {
-        let c = self.client().await?;
-        let st = c
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        // For a common word the planner picks a sequential scan, which unpacks every message's
+        // token list (TOASTed and compressed): seconds, where the GIN index takes milliseconds.
+        tx.batch_execute("SET LOCAL enable_seqscan = off")
+            .await
+            .map_err(map_err)?;
+        let st = tx
             .prepare_cached("SELECT key FROM text_index WHERE tokens @@ ($1::TEXT)::tsquery")
             .await
             .map_err(map_err)?;
-        let rows = c.query(&st, &[&query.tsquery()]).await.map_err(map_err)?;
+        let rows = tx.query(&st, &[&query.tsquery()]).await.map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
         Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
     }
 
@@ -1655,16 +1686,11 @@ impl MetaStore for PostgresStore {
         let c = self.client().await?;
         let st = c
             .prepare_cached(
-                "SELECT hash FROM search_backlog
-                 UNION ALL SELECT hash FROM search_unindexable
-                 UNION ALL SELECT hash FROM text_index WHERE tokens @@ ($1::TEXT)::tsquery",
+                "SELECT hash FROM search_backlog UNION ALL SELECT hash FROM search_unindexable",
             )
             .await
             .map_err(map_err)?;
-        let rows = c
-            .query(&st, &[&crate::search::EVERYTHING])
-            .await
-            .map_err(map_err)?;
+        let rows = c.query(&st, &[]).await.map_err(map_err)?;
         rows.iter().map(|r| r.get::<_, String>(0).parse()).collect()
     }
 
