@@ -342,14 +342,7 @@ async fn index_text(
     let key = crate::search::index_key(hash);
     let hex = hash.to_hex();
     let Some(tokens) = &indexed.tokens else {
-        let st = tx
-            .prepare_cached(
-                "INSERT INTO search_unindexable (hash) VALUES ($1) ON CONFLICT DO NOTHING",
-            )
-            .await
-            .map_err(map_err)?;
-        tx.execute(&st, &[&hex]).await.map_err(map_err)?;
-        return Ok(());
+        return mark_unindexable(tx, &hex).await;
     };
     let st = tx
         .prepare_cached(
@@ -365,14 +358,19 @@ async fn index_text(
         .map_err(map_err)?;
     if n == 0 {
         tracing::warn!(hash = %hex, "search index key taken by another message; searched by its text");
-        let st = tx
-            .prepare_cached(
-                "INSERT INTO search_unindexable (hash) VALUES ($1) ON CONFLICT DO NOTHING",
-            )
-            .await
-            .map_err(map_err)?;
-        tx.execute(&st, &[&hex]).await.map_err(map_err)?;
+        mark_unindexable(tx, &hex).await?;
     }
+    Ok(())
+}
+
+/// Lists a message that is not in the index, so that searches check it against its text.
+async fn mark_unindexable(tx: &deadpool_postgres::Transaction<'_>, hex: &str) -> Result<()> {
+    let st = cached(
+        tx,
+        "INSERT INTO search_unindexable (hash) VALUES ($1) ON CONFLICT DO NOTHING",
+    )
+    .await?;
+    tx.execute(&st, &[&hex]).await.map_err(map_err)?;
     Ok(())
 }
 

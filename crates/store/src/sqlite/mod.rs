@@ -334,31 +334,32 @@ fn index_text(conn: &Connection, hash: &BlobHash, indexed: &IndexedText) -> Resu
         .prepare_cached("SELECT hash FROM text_index_keys WHERE key = ?1")
         .and_then(|mut st| st.query_row([key], |r| r.get(0)).optional())
         .map_err(map_err)?;
-    let Some(tokens) = &indexed.tokens else {
-        conn.prepare_cached("INSERT OR IGNORE INTO search_unindexable (hash) VALUES (?1)")
-            .and_then(|mut st| st.execute([&hex]))
-            .map_err(map_err)?;
-        return Ok(());
-    };
-    match holder {
-        Some(h) if h != hex => {
+    let tokens = match (&indexed.tokens, holder) {
+        (None, _) => None,
+        (Some(_), Some(h)) if h != hex => {
             tracing::warn!(hash = %hex, "search index key taken by another message; searched by its text");
-            conn.prepare_cached("INSERT OR IGNORE INTO search_unindexable (hash) VALUES (?1)")
-                .and_then(|mut st| st.execute([&hex]))
-                .map_err(map_err)?;
+            None
         }
         // Its own key: indexed for the first time, or again from the backlog.
-        holder => {
+        (Some(tokens), holder) => {
             if holder.is_none() {
                 conn.prepare_cached("INSERT INTO text_index_keys (key, hash) VALUES (?1, ?2)")
                     .and_then(|mut st| st.execute(params![key, hex]))
                     .map_err(map_err)?;
             }
-            conn.prepare_cached("INSERT INTO text_index (rowid, tokens) VALUES (?1, ?2)")
-                .and_then(|mut st| st.execute(params![key, tokens.join(" ")]))
-                .map_err(map_err)?;
+            Some(tokens)
         }
+    };
+    match tokens {
+        Some(tokens) => conn
+            .prepare_cached("INSERT INTO text_index (rowid, tokens) VALUES (?1, ?2)")
+            .and_then(|mut st| st.execute(params![key, tokens.join(" ")])),
+        // Not in the index: searches check it against its text.
+        None => conn
+            .prepare_cached("INSERT OR IGNORE INTO search_unindexable (hash) VALUES (?1)")
+            .and_then(|mut st| st.execute([&hex])),
     }
+    .map_err(map_err)?;
     Ok(())
 }
 
