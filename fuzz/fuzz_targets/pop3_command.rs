@@ -56,8 +56,16 @@ fn check_parse(line: &str) {
         }
         Command::Pass(p) => format!("PASS {p}"),
         Command::Auth { mechanism, initial } => {
-            assert!(!mechanism.contains(' '));
-            assert_eq!(*mechanism, mechanism.to_ascii_uppercase());
+            // RFC 4422 §3.1: 1 to 20 of A-Z, 0-9, "-", "_"; RFC 5034 §4: a non-empty
+            // initial response.
+            assert!((1..=20).contains(&mechanism.len()), "mechanism length");
+            assert!(mechanism
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_'));
+            assert!(
+                initial.as_ref().is_none_or(|i| !i.is_empty()),
+                "empty initial response"
+            );
             match initial {
                 Some(i) => format!("AUTH {mechanism} {i}"),
                 None => format!("AUTH {mechanism}"),

@@ -30,6 +30,12 @@ pub enum ParseError {
 }
 
 /// Parses one line without its CRLF.
+fn sasl_mech(m: &str) -> bool {
+    (1..=20).contains(&m.len())
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 pub fn parse(line: &str) -> Result<Command, ParseError> {
     let (keyword, rest) = match line.split_once(' ') {
         Some((k, r)) => (k, Some(r)),
@@ -69,12 +75,14 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
             Some(r) => Ok(Command::Pass(r.to_string())),
             None => Err(ParseError::Syntax("PASS password")),
         },
+        // RFC 5034 §4: "AUTH" SP sasl-mech [SP initial-response], with one space each and
+        // a mechanism name of 1 to 20 letters, digits, "-" or "_" (RFC 4422 §3.1).
         "AUTH" => match args.as_slice() {
-            [m] if !m.is_empty() => Ok(Command::Auth {
+            [m] if sasl_mech(m) => Ok(Command::Auth {
                 mechanism: m.to_ascii_uppercase(),
                 initial: None,
             }),
-            [m, ir] => Ok(Command::Auth {
+            [m, ir] if sasl_mech(m) && !ir.is_empty() => Ok(Command::Auth {
                 mechanism: m.to_ascii_uppercase(),
                 initial: Some(ir.to_string()),
             }),
@@ -175,6 +183,28 @@ mod tests {
             Ok(Command::Auth {
                 mechanism: "PLAIN".into(),
                 initial: Some("AGEAYg==".into())
+            })
+        );
+        for bad in [
+            "AUTH",
+            "AUTH ",
+            "AUTH  PLAIN",
+            "AUTH PLAIN ",
+            "AUTH PLAIN  AGEAYg==",
+            "AUTH PL@IN",
+            "AUTH ABCDEFGHIJKLMNOPQRSTU",
+        ] {
+            assert_eq!(
+                parse(bad),
+                Err(ParseError::Syntax("AUTH mechanism [initial-response]")),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            parse("AUTH X-OAUTH_2"),
+            Ok(Command::Auth {
+                mechanism: "X-OAUTH_2".into(),
+                initial: None
             })
         );
         assert_eq!(
