@@ -772,3 +772,65 @@ async fn text_index_finds_candidates_per_field_and_drains_its_backlog() {
         );
     }
 }
+
+/// Sessions changing the flags of the same messages at once must neither lose a change nor
+/// hand out one MODSEQ twice (RFC 7162 §3.1.1: a MODSEQ names one state of one message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_flag_changes_to_the_same_messages_all_land() {
+    for (name, store, _dir) in stores().await {
+        let a = setup(&store, 1).await[0];
+        let inbox = mailbox_id(&store, a, INBOX).await;
+        let reqs: Vec<AppendRequest> = (0..3)
+            .map(|i| AppendRequest {
+                message: message(&format!("race {i}")),
+                flags: 0,
+                keywords: vec![],
+            })
+            .collect();
+        store.append(a, inbox, Arc::new(reqs)).await.unwrap();
+        let base = store.meta().mailbox(a, inbox).await.unwrap().highestmodseq;
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let change = flags_change(FlagOp::Add, 0, &[&format!("k{i}")], None);
+                    store
+                        .meta()
+                        .update_flags(a, inbox, &[1, 2, 3], &change)
+                        .await
+                })
+            })
+            .collect();
+        let mut modseqs = Vec::new();
+        for t in tasks {
+            let out = t.await.unwrap().unwrap();
+            assert_eq!(out.updated.len(), 3, "{name}");
+            let m = out.updated[0].modseq;
+            assert!(out.updated.iter().all(|e| e.modseq == m), "{name}");
+            modseqs.push(m);
+        }
+        modseqs.sort_unstable();
+        modseqs.dedup();
+        assert_eq!(modseqs.len(), 16, "{name}: a MODSEQ was handed out twice");
+        let entries = store.meta().mailbox_entries(inbox).await.unwrap();
+        for e in &entries {
+            assert_eq!(e.keywords.len(), 16, "{name}: a keyword was lost: {e:?}");
+        }
+        let record = store.meta().mailbox(a, inbox).await.unwrap();
+        assert_eq!(record.highestmodseq, *modseqs.last().unwrap(), "{name}");
+        let delta = store.meta().mailbox_delta(a, inbox, base).await.unwrap();
+        assert_eq!(delta.changed.len(), 3, "{name}");
+        // A mailbox that is gone is reported as such, not as a change to nothing.
+        let err = store
+            .meta()
+            .update_flags(
+                a,
+                inbox + 1000,
+                &[1],
+                &flags_change(FlagOp::Add, 1, &[], None),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{name}: {err:?}");
+    }
+}

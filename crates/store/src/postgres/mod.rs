@@ -583,14 +583,19 @@ const ENTRY_COLUMNS: &str =
     "uid, hash, size, internal_date, flags, keywords, modseq FROM mailbox_messages";
 
 fn message_entry(r: &Row) -> Result<MessageEntry> {
+    message_entry_at(r, 0)
+}
+
+/// The entry whose `ENTRY_COLUMNS` start at column `at` of a wider row.
+fn message_entry_at(r: &Row, at: usize) -> Result<MessageEntry> {
     Ok(MessageEntry {
-        uid: r.get::<_, i64>(0) as u32,
-        hash: r.get::<_, String>(1).parse()?,
-        size: r.get::<_, i64>(2) as u64,
-        internal_date: r.get(3),
-        flags: r.get(4),
-        keywords: keywords_from_text(r.get(5)),
-        modseq: r.get::<_, i64>(6) as u64,
+        uid: r.get::<_, i64>(at) as u32,
+        hash: r.get::<_, String>(at + 1).parse()?,
+        size: r.get::<_, i64>(at + 2) as u64,
+        internal_date: r.get(at + 3),
+        flags: r.get(at + 4),
+        keywords: keywords_from_text(r.get(at + 5)),
+        modseq: r.get::<_, i64>(at + 6) as u64,
     })
 }
 
@@ -612,6 +617,117 @@ async fn entries_for_update(
         .iter()
         .map(message_entry)
         .collect()
+}
+
+/// Locks the rows of `accounts` in one order. Every transaction that changes an account's
+/// messages takes its account's row before any message row (directly or through
+/// `bump_modseq`), so writers queue on that row and cannot deadlock on message rows.
+async fn lock_accounts(tx: &Tx<'_>, accounts: &[AccountId]) -> Result<()> {
+    let st = cached(
+        tx,
+        "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .await?;
+    tx.query(&st, &[&accounts]).await.map_err(map_err)?;
+    Ok(())
+}
+
+/// One round of a flag change: reads the entries of `uids`, writes the new flags of those
+/// whose MODSEQ is still the one read, and returns the UIDs another writer got to first.
+async fn flag_round(
+    c: &impl GenericClient,
+    account: AccountId,
+    mailbox: MailboxId,
+    uids: &[i64],
+    change: &FlagChange,
+    outcome: &mut FlagOutcome,
+) -> Result<Vec<i64>> {
+    let read = cached(
+        c,
+        "SELECT mm.uid, mm.hash, mm.size, mm.internal_date, mm.flags, mm.keywords, mm.modseq
+         FROM mailboxes mb
+         LEFT JOIN mailbox_messages mm ON mm.mailbox_id = mb.id AND mm.uid = ANY($3)
+         WHERE mb.id = $1 AND mb.account_id = $2
+         ORDER BY mm.uid",
+    )
+    .await?;
+    let rows = c
+        .query(&read, &[&mailbox, &account, &uids])
+        .await
+        .map_err(map_err)?;
+    if rows.is_empty() {
+        return Err(StoreError::NotFound(format!("mailbox {mailbox}")));
+    }
+    let mut to_change = Vec::new();
+    for r in rows.iter().filter(|r| r.get::<_, Option<i64>>(0).is_some()) {
+        let e = message_entry(r)?;
+        if change.unchanged_since.is_some_and(|since| e.modseq > since) {
+            outcome.modified.push(e.uid);
+            continue;
+        }
+        let (flags, keywords) = change.apply(e.flags, &e.keywords);
+        if flags == e.flags && keywords == e.keywords {
+            outcome.updated.push(e);
+        } else {
+            to_change.push((
+                e.modseq as i64,
+                MessageEntry {
+                    flags,
+                    keywords,
+                    ..e
+                },
+            ));
+        }
+    }
+    if to_change.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The account's next MODSEQ, the messages still as read, and the mailbox's HIGHESTMODSEQ
+    // in one statement. SET evaluates `m` before a message row is written, so the account's
+    // row is locked first, as `lock_accounts` requires.
+    let write = cached(
+        c,
+        "WITH m AS (
+           UPDATE accounts SET modseq = modseq + 1 WHERE id = $1 RETURNING modseq
+         ), changed AS (
+           UPDATE mailbox_messages mm SET flags = t.f, keywords = t.k,
+             modseq = (SELECT modseq FROM m)
+           FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TEXT[], $6::BIGINT[]) AS t(u, f, k, old)
+           WHERE mm.mailbox_id = $2 AND mm.uid = t.u AND mm.modseq = t.old
+           RETURNING mm.uid
+         ), mailbox AS (
+           UPDATE mailboxes SET highestmodseq = (SELECT modseq FROM m)
+           WHERE id = $2 AND EXISTS (SELECT 1 FROM changed)
+         )
+         SELECT (SELECT modseq FROM m), ARRAY(SELECT uid FROM changed)",
+    )
+    .await?;
+    let uids: Vec<i64> = to_change.iter().map(|(_, e)| e.uid as i64).collect();
+    let flags: Vec<i64> = to_change.iter().map(|(_, e)| e.flags).collect();
+    let keywords: Vec<String> = to_change
+        .iter()
+        .map(|(_, e)| keywords_to_text(&e.keywords))
+        .collect();
+    let old: Vec<i64> = to_change.iter().map(|(m, _)| *m).collect();
+    let row = c
+        .query_one(
+            &write,
+            &[&account, &mailbox, &uids, &flags, &keywords, &old],
+        )
+        .await
+        .map_err(map_err)?;
+    let modseq = row.get::<_, i64>(0) as u64;
+    let written: Vec<i64> = row.get(1);
+    let mut lost = Vec::new();
+    for (_, mut e) in to_change {
+        if written.contains(&(e.uid as i64)) {
+            e.modseq = modseq;
+            outcome.updated.push(e);
+        } else {
+            lost.push(e.uid as i64);
+        }
+    }
+    Ok(lost)
 }
 
 /// Adds entries with consecutive new UIDs of `mailbox`; returns the UIDs.
@@ -957,8 +1073,12 @@ impl MetaStore for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT id, account_id, name, special_use, uidvalidity, uidnext, highestmodseq
+                &cached(
+                    &c,
+                    "SELECT id, account_id, name, special_use, uidvalidity, uidnext, highestmodseq
                  FROM mailboxes WHERE account_id = $1 ORDER BY name",
+                )
+                .await?,
                 &[&account],
             )
             .await
@@ -1031,7 +1151,7 @@ impl MetaStore for PostgresStore {
         let c = self.client().await?;
         let row = c
             .query_opt(
-                "SELECT meta FROM message_meta WHERE hash = $1",
+                &cached(&c, "SELECT meta FROM message_meta WHERE hash = $1").await?,
                 &[&hash.to_hex()],
             )
             .await
@@ -1048,7 +1168,11 @@ impl MetaStore for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT hash, meta FROM message_meta WHERE hash = ANY($1)",
+                &cached(
+                    &c,
+                    "SELECT hash, meta FROM message_meta WHERE hash = ANY($1)",
+                )
+                .await?,
                 &[&keys],
             )
             .await
@@ -1090,6 +1214,7 @@ impl MetaStore for PostgresStore {
     ) -> Result<Vec<u32>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
+        lock_accounts(&tx, &[account]).await?;
         mailbox_by_id(&tx, account, mailbox).await?;
         let present: Vec<u32> = entries_for_update(&tx, mailbox, uids)
             .await?
@@ -1252,10 +1377,14 @@ impl MetaStore for PostgresStore {
         let c = self.client().await?;
         let r = c
             .query_one(
-                "SELECT count(*), count(*) FILTER (WHERE flags & 1 = 0),
+                &cached(
+                    &c,
+                    "SELECT count(*), count(*) FILTER (WHERE flags & 1 = 0),
                         count(*) FILTER (WHERE flags & 8 <> 0), coalesce(sum(size), 0)::BIGINT,
                         coalesce(sum(size) FILTER (WHERE flags & 8 <> 0), 0)::BIGINT
                  FROM mailbox_messages WHERE mailbox_id = $1",
+                )
+                .await?,
                 &[&mailbox],
             )
             .await
@@ -1272,7 +1401,11 @@ impl MetaStore for PostgresStore {
     async fn mailbox_entries(&self, mailbox: MailboxId) -> Result<Vec<MessageEntry>> {
         let c = self.client().await?;
         c.query(
-            &format!("SELECT {ENTRY_COLUMNS} WHERE mailbox_id = $1 ORDER BY uid"),
+            &cached(
+                &c,
+                &format!("SELECT {ENTRY_COLUMNS} WHERE mailbox_id = $1 ORDER BY uid"),
+            )
+            .await?,
             &[&mailbox],
         )
         .await
@@ -1288,54 +1421,45 @@ impl MetaStore for PostgresStore {
         mailbox: MailboxId,
         since: u64,
     ) -> Result<MailboxDelta> {
-        let mut c = self.client().await?;
-        // One snapshot, so that the record and the changes agree.
-        let tx = c
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
+        let c = self.client().await?;
+        // One statement is one snapshot, so the record, the changed messages and the expunged
+        // UIDs agree without a transaction: every command ends with this check (RFC 9051
+        // §7: untagged updates), so its round trips count. The left join keeps the mailbox's
+        // row when nothing changed.
+        let st = cached(
+            &c,
+            "SELECT mb.id, mb.account_id, mb.name, mb.special_use, mb.uidvalidity, mb.uidnext,
+                    mb.highestmodseq,
+                    mm.uid, mm.hash, mm.size, mm.internal_date, mm.flags, mm.keywords, mm.modseq,
+                    ARRAY(SELECT DISTINCT uid FROM changes WHERE mailbox_id = $1 AND modseq > $3
+                            AND kind = 'expunge' ORDER BY uid)
+             FROM mailboxes mb
+             LEFT JOIN mailbox_messages mm ON mm.mailbox_id = mb.id AND mm.modseq > $3
+             WHERE mb.id = $1 AND mb.account_id = $2
+             ORDER BY mm.uid",
+        )
+        .await?;
+        let rows = c
+            .query(&st, &[&mailbox, &account, &(since as i64)])
             .await
             .map_err(map_err)?;
-        let record = mailbox_by_id(&tx, account, mailbox).await?;
-        if record.highestmodseq <= since {
-            return Ok(MailboxDelta {
-                mailbox: record,
-                changed: vec![],
-                expunged: vec![],
-            });
+        let first = rows
+            .first()
+            .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox}")))?;
+        let mut changed = Vec::new();
+        for r in &rows {
+            if r.get::<_, Option<i64>>(7).is_some() {
+                changed.push(message_entry_at(r, 7)?);
+            }
         }
-        let since = since as i64;
-        let st = cached(
-            &tx,
-            &format!("SELECT {ENTRY_COLUMNS} WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid"),
-        )
-        .await?;
-        let changed = tx
-            .query(&st, &[&mailbox, &since])
-            .await
-            .map_err(map_err)?
-            .iter()
-            .map(message_entry)
-            .collect::<Result<Vec<_>>>()?;
-        let st = cached(
-            &tx,
-            "SELECT DISTINCT uid FROM changes WHERE mailbox_id = $1 AND modseq > $2
-               AND kind = 'expunge' ORDER BY uid",
-        )
-        .await?;
-        let expunged = tx
-            .query(&st, &[&mailbox, &since])
-            .await
-            .map_err(map_err)?
-            .iter()
-            .map(|r| r.get::<_, i64>(0) as u32)
-            .collect();
-        tx.commit().await.map_err(map_err)?;
         Ok(MailboxDelta {
-            mailbox: record,
+            mailbox: mailbox_record(first),
             changed,
-            expunged,
+            expunged: first
+                .get::<_, Vec<i64>>(14)
+                .into_iter()
+                .map(|u| u as u32)
+                .collect(),
         })
     }
 
@@ -1385,63 +1509,27 @@ impl MetaStore for PostgresStore {
         uids: &[u32],
         change: &FlagChange,
     ) -> Result<FlagOutcome> {
+        // Optimistic first: two autocommitted statements instead of a transaction of five
+        // round trips, which is what a STORE's time went to. Messages another session
+        // changed in between are done again under the account's lock, where no one else
+        // can change them.
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(map_err)?;
-        mailbox_by_id(&tx, account, mailbox).await?;
         let mut outcome = FlagOutcome::default();
-        let mut to_change = Vec::new();
-        for e in entries_for_update(&tx, mailbox, uids).await? {
-            if change.unchanged_since.is_some_and(|since| e.modseq > since) {
-                outcome.modified.push(e.uid);
-                continue;
+        let pending: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
+        let lost = flag_round(&c, account, mailbox, &pending, change, &mut outcome).await?;
+        if !lost.is_empty() {
+            let tx = c.transaction().await.map_err(map_err)?;
+            lock_accounts(&tx, &[account]).await?;
+            let lost = flag_round(&tx, account, mailbox, &lost, change, &mut outcome).await?;
+            if !lost.is_empty() {
+                return Err(StoreError::Internal(format!(
+                    "messages {lost:?} changed while their account was locked"
+                )));
             }
-            let (flags, keywords) = change.apply(e.flags, &e.keywords);
-            if flags == e.flags && keywords == e.keywords {
-                outcome.updated.push(e);
-            } else {
-                to_change.push(MessageEntry {
-                    flags,
-                    keywords,
-                    ..e
-                });
-            }
+            tx.commit().await.map_err(map_err)?;
         }
-        if !to_change.is_empty() {
-            let uids: Vec<i64> = to_change.iter().map(|e| e.uid as i64).collect();
-            let flags: Vec<i64> = to_change.iter().map(|e| e.flags).collect();
-            let keywords: Vec<String> = to_change
-                .iter()
-                .map(|e| keywords_to_text(&e.keywords))
-                .collect();
-            // The account's next modseq, the messages and the mailbox's HIGHESTMODSEQ in one
-            // statement (one round trip, where a STORE spends most of its time waiting).
-            let st = cached(
-                &tx,
-                "WITH m AS (
-                   UPDATE accounts SET modseq = modseq + 1 WHERE id = $1 RETURNING modseq
-                 ), changed AS (
-                   UPDATE mailbox_messages mm SET flags = t.f, keywords = t.k,
-                     modseq = (SELECT modseq FROM m)
-                   FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TEXT[]) AS t(u, f, k)
-                   WHERE mm.mailbox_id = $2 AND mm.uid = t.u
-                 ), mailbox AS (
-                   UPDATE mailboxes SET highestmodseq = (SELECT modseq FROM m) WHERE id = $2
-                 )
-                 SELECT modseq FROM m",
-            )
-            .await?;
-            let row = tx
-                .query_one(&st, &[&account, &mailbox, &uids, &flags, &keywords])
-                .await
-                .map_err(map_err)?;
-            let modseq: i64 = row.get(0);
-            for e in &mut to_change {
-                e.modseq = modseq as u64;
-            }
-            outcome.updated.extend(to_change);
-            outcome.updated.sort_by_key(|e| e.uid);
-        }
-        tx.commit().await.map_err(map_err)?;
+        outcome.updated.sort_by_key(|e| e.uid);
+        outcome.modified.sort_unstable();
         Ok(outcome)
     }
 
@@ -1454,6 +1542,7 @@ impl MetaStore for PostgresStore {
     ) -> Result<CopyOutcome> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
+        lock_accounts(&tx, &[from_account, to_account]).await?;
         mailbox_by_id(&tx, from_account, from).await?;
         let target = mailbox_by_id(&tx, to_account, to).await?;
         let sources = entries_for_update(&tx, from, uids).await?;
@@ -1465,13 +1554,6 @@ impl MetaStore for PostgresStore {
             return Ok(outcome);
         }
         let within = from_account == to_account;
-        // Two accounts' sequences are locked in one order, so that opposite copies cannot
-        // deadlock.
-        let source_modseq = if remove_source && !within && from_account < to_account {
-            Some(bump_modseq(&tx, from_account).await?)
-        } else {
-            None
-        };
         let modseq = bump_modseq(&tx, to_account).await?;
         if !remove_source || !within {
             let bytes: u64 = sources.iter().map(|e| e.size).sum();
@@ -1481,10 +1563,10 @@ impl MetaStore for PostgresStore {
         outcome.pairs = sources.iter().map(|e| e.uid).zip(new_uids).collect();
         if remove_source {
             let uids: Vec<u32> = sources.iter().map(|e| e.uid).collect();
-            let modseq = match source_modseq {
-                Some(m) => m,
-                None if within => modseq,
-                None => bump_modseq(&tx, from_account).await?,
+            let modseq = if within {
+                modseq
+            } else {
+                bump_modseq(&tx, from_account).await?
             };
             remove_entries(&tx, from_account, from, &uids, modseq).await?;
         }
@@ -1557,12 +1639,16 @@ impl MetaStore for PostgresStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT m.id, m.account_id, m.name, m.special_use, m.uidvalidity, m.uidnext,
+                &cached(
+                    &c,
+                    "SELECT m.id, m.account_id, m.name, m.special_use, m.uidvalidity, m.uidnext,
                         m.highestmodseq, o.address, l.rights
                  FROM mailbox_acl l
                  JOIN mailboxes m ON m.id = l.mailbox_id
                  JOIN accounts o ON o.id = m.account_id
                  WHERE l.grantee_id = $1 ORDER BY o.address, m.name",
+                )
+                .await?,
                 &[&grantee],
             )
             .await
