@@ -414,6 +414,27 @@ def test_idle_sees_another_process_on_the_same_store(make_server, backend):
     # Through PostgreSQL's NOTIFY, not the other process's polling.
     assert elapsed < 1.0, elapsed
     print(f"IDLE woke {elapsed * 1000:.0f} ms after a delivery through the other process")
+    # Flag changes and expunges made through the other process wake it too (RFC 2177: the
+    # server sends untagged FETCH and EXPUNGE while idling).
+    a = Raw(first)
+    a.cmd("SELECT INBOX")
+    start = time.monotonic()
+    a.cmd("UID STORE 1 +FLAGS.SILENT (\\Flagged)")
+    line = b.line()
+    assert line.startswith(b"* 1 FETCH (") and b"\\Flagged" in line, line
+    assert time.monotonic() - start < 1.0
+    start = time.monotonic()
+    a.cmd("UID STORE 1 +FLAGS.SILENT (\\Deleted)")
+    a.cmd("EXPUNGE")
+    # The \\Deleted change may be reported or folded into the expunge that follows it.
+    line = b.line()
+    if line.startswith(b"* 1 FETCH ("):
+        line = b.line()
+    assert line == b"* 1 EXPUNGE\r\n", line
+    assert time.monotonic() - start < 1.0
+    b.send(b"DONE\r\n")
+    assert b.read_until("i1")[1].startswith(b"i1 OK")
+    a.close()
     b.close()
 
 

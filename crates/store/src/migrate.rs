@@ -24,6 +24,10 @@ pub const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0008_search_fields.sql"),
     ),
     (9, include_str!("../migrations/sqlite/0009_header_copy.sql")),
+    (
+        10,
+        include_str!("../migrations/sqlite/0010_notify_after_commit.sql"),
+    ),
 ];
 
 /// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
@@ -51,6 +55,10 @@ pub const POSTGRES: &[(i64, &str)] = &[
     (
         9,
         include_str!("../migrations/postgres/0009_header_copy.sql"),
+    ),
+    (
+        10,
+        include_str!("../migrations/postgres/0010_notify_after_commit.sql"),
     ),
 ];
 

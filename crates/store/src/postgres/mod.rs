@@ -3,7 +3,8 @@
 //! Durability: every transaction commits with `synchronous_commit = on`, set per session so that
 //! a server default cannot weaken it. PostgreSQL flushes the WAL of concurrent committers
 //! together, so parallel deliveries on the pool's connections share fsyncs (group commit)
-//! without an explicit batch.
+//! without an explicit batch. Change notices for other processes are sent after commit, not
+//! from inside the transaction, so as not to lose that (see `notices`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,53 +22,12 @@ use crate::search::{IndexedText, SearchText, TextParts, TextQuery};
 use crate::types::*;
 use crate::MetaStore;
 
+mod notices;
+
 pub struct PostgresStore {
     pool: Pool,
     config: tokio_postgres::Config,
-}
-
-/// The NOTIFY channel of migration 4.
-const CHANGE_CHANNEL: &str = "trimaran_changes";
-
-/// Holds one connection that LISTENs for change notices and passes them on; reconnects after
-/// a failure (a failover, a restart) and then announces that anything may have changed.
-async fn change_feed(
-    config: tokio_postgres::Config,
-    feed: tokio::sync::broadcast::WeakSender<AccountId>,
-) {
-    // Weak: once the store is dropped there is nobody to tell, and the feed ends.
-    while let Some(feed) = feed.upgrade() {
-        if let Ok((client, mut connection)) = config.connect(NoTls).await {
-            let (notices, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
-            let driver = tokio::spawn(async move {
-                while let Some(Ok(message)) =
-                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
-                {
-                    if let tokio_postgres::AsyncMessage::Notification(n) = message {
-                        if notices.send(n.payload().to_string()).is_err() {
-                            break;
-                        }
-                    }
-                }
-            });
-            if client
-                .batch_execute(&format!("LISTEN {CHANGE_CHANNEL}"))
-                .await
-                .is_ok()
-            {
-                let _ = feed.send(crate::ALL_ACCOUNTS);
-                while let Some(payload) = received.recv().await {
-                    if let Ok(account) = payload.parse() {
-                        let _ = feed.send(account);
-                    }
-                }
-            }
-            driver.abort();
-            tracing::warn!("lost the PostgreSQL change feed; reconnecting");
-        }
-        drop(feed);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    notifier: notices::Notifier,
 }
 
 /// Pool size: enough for concurrent deliveries to share WAL flushes, small enough for a
@@ -157,6 +117,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let store = PostgresStore {
             pool,
+            notifier: notices::Notifier::start(config_for_feed.clone()),
             config: config_for_feed,
         };
         store.migrate().await?;
@@ -451,19 +412,15 @@ async fn deliver_local(
     // A fixed locking order: two deliveries to the same accounts never deadlock.
     accounts.sort_unstable();
     accounts.dedup();
-    let next_uid = tx
-        .prepare_cached(
-            "UPDATE mailboxes SET uidnext = uidnext + 1
-             WHERE account_id = $1 AND name = 'INBOX' RETURNING id, uidnext - 1",
-        )
-        .await
-        .map_err(map_err)?;
     let next_modseq = tx
         .prepare_cached("UPDATE accounts SET modseq = modseq + 1 WHERE id = $1 RETURNING modseq")
         .await
         .map_err(map_err)?;
-    let set_highest = tx
-        .prepare_cached("UPDATE mailboxes SET highestmodseq = $1 WHERE id = $2")
+    let next_uid = tx
+        .prepare_cached(
+            "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = $2
+             WHERE account_id = $1 AND name = 'INBOX' RETURNING id, uidnext - 1",
+        )
         .await
         .map_err(map_err)?;
     let insert_entry = tx
@@ -482,20 +439,18 @@ async fn deliver_local(
         .await
         .map_err(map_err)?;
     for account in accounts {
-        let row = tx
-            .query_opt(&next_uid, &[&account])
-            .await
-            .map_err(map_err)?
-            .ok_or_else(|| StoreError::Internal(format!("account {account} has no INBOX")))?;
-        let (mailbox_id, uid): (i64, i64) = (row.get(0), row.get(1));
+        // The account's row before its INBOX's, as `lock_accounts` requires.
         let modseq: i64 = tx
             .query_one(&next_modseq, &[&account])
             .await
             .map_err(map_err)?
             .get(0);
-        tx.execute(&set_highest, &[&modseq, &mailbox_id])
+        let row = tx
+            .query_opt(&next_uid, &[&account, &modseq])
             .await
-            .map_err(map_err)?;
+            .map_err(map_err)?
+            .ok_or_else(|| StoreError::Internal(format!("account {account} has no INBOX")))?;
+        let (mailbox_id, uid): (i64, i64) = (row.get(0), row.get(1));
         tx.execute(
             &insert_entry,
             &[
@@ -620,8 +575,8 @@ async fn entries_for_update(
 }
 
 /// Locks the rows of `accounts` in one order. Every transaction that changes an account's
-/// messages takes its account's row before any message row (directly or through
-/// `bump_modseq`), so writers queue on that row and cannot deadlock on message rows.
+/// messages or mailboxes takes its account's row before any of their rows (here or through
+/// `bump_modseq`), so writers queue on that row and cannot deadlock on the others.
 async fn lock_accounts(tx: &Tx<'_>, accounts: &[AccountId]) -> Result<()> {
     let st = cached(
         tx,
@@ -633,7 +588,8 @@ async fn lock_accounts(tx: &Tx<'_>, accounts: &[AccountId]) -> Result<()> {
 }
 
 /// One round of a flag change: reads the entries of `uids`, writes the new flags of those
-/// whose MODSEQ is still the one read, and returns the UIDs another writer got to first.
+/// whose MODSEQ is still the one read, and returns the UIDs another writer got to first and
+/// whether anything was written.
 async fn flag_round(
     c: &impl GenericClient,
     account: AccountId,
@@ -641,7 +597,7 @@ async fn flag_round(
     uids: &[i64],
     change: &FlagChange,
     outcome: &mut FlagOutcome,
-) -> Result<Vec<i64>> {
+) -> Result<(Vec<i64>, bool)> {
     let read = cached(
         c,
         "SELECT mm.uid, mm.hash, mm.size, mm.internal_date, mm.flags, mm.keywords, mm.modseq
@@ -680,7 +636,7 @@ async fn flag_round(
         }
     }
     if to_change.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     }
     // The account's next MODSEQ, the messages still as read, and the mailbox's HIGHESTMODSEQ
     // in one statement. SET evaluates `m` before a message row is written, so the account's
@@ -727,7 +683,7 @@ async fn flag_round(
             lost.push(e.uid as i64);
         }
     }
-    Ok(lost)
+    Ok((lost, !written.is_empty()))
 }
 
 /// Adds entries with consecutive new UIDs of `mailbox`; returns the UIDs.
@@ -1066,6 +1022,8 @@ impl MetaStore for PostgresStore {
         let tx = c.transaction().await.map_err(map_err)?;
         let receipt = deliver_tx(&tx, &delivery, write_blob).await?;
         tx.commit().await.map_err(map_err)?;
+        let accounts: Vec<AccountId> = receipt.copies.iter().map(|c| c.account_id).collect();
+        self.notifier.announce(&accounts).await;
         Ok(receipt)
     }
 
@@ -1227,6 +1185,7 @@ impl MetaStore for PostgresStore {
         let modseq = bump_modseq(&tx, account).await?;
         let removed = remove_entries(&tx, account, mailbox, &present, modseq).await?;
         tx.commit().await.map_err(map_err)?;
+        self.notifier.announce(&[account]).await;
         Ok(removed)
     }
 
@@ -1270,6 +1229,7 @@ impl MetaStore for PostgresStore {
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
+        lock_accounts(&tx, &[account]).await?;
         let id: MailboxId = tx
             .query_opt(
                 "SELECT id FROM mailboxes WHERE account_id = $1 AND name = $2 FOR UPDATE",
@@ -1305,12 +1265,15 @@ impl MetaStore for PostgresStore {
         tx.execute("DELETE FROM mailboxes WHERE id = $1", &[&id])
             .await
             .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
+        tx.commit().await.map_err(map_err)?;
+        self.notifier.announce(&[account]).await;
+        Ok(())
     }
 
     async fn rename_mailbox(&self, account: AccountId, from: &str, to: &str) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
+        lock_accounts(&tx, &[account]).await?;
         let exists = tx
             .query_opt(
                 "SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2",
@@ -1334,7 +1297,9 @@ impl MetaStore for PostgresStore {
             .map_err(|e| already(map_err(e), format!("mailbox {to}")))?;
         }
         bump_modseq(&tx, account).await?;
-        tx.commit().await.map_err(map_err)
+        tx.commit().await.map_err(map_err)?;
+        self.notifier.announce(&[account]).await;
+        Ok(())
     }
 
     async fn subscriptions(&self, account: AccountId) -> Result<Vec<String>> {
@@ -1492,6 +1457,7 @@ impl MetaStore for PostgresStore {
         }
         let uids = add_entries(&tx, account, mailbox, &entries, modseq).await?;
         tx.commit().await.map_err(map_err)?;
+        self.notifier.announce(&[account]).await;
         Ok(uids
             .into_iter()
             .map(|uid| Appended {
@@ -1516,17 +1482,23 @@ impl MetaStore for PostgresStore {
         let mut c = self.client().await?;
         let mut outcome = FlagOutcome::default();
         let pending: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
-        let lost = flag_round(&c, account, mailbox, &pending, change, &mut outcome).await?;
+        let (lost, mut wrote) =
+            flag_round(&c, account, mailbox, &pending, change, &mut outcome).await?;
         if !lost.is_empty() {
             let tx = c.transaction().await.map_err(map_err)?;
             lock_accounts(&tx, &[account]).await?;
-            let lost = flag_round(&tx, account, mailbox, &lost, change, &mut outcome).await?;
+            let (lost, wrote_locked) =
+                flag_round(&tx, account, mailbox, &lost, change, &mut outcome).await?;
             if !lost.is_empty() {
                 return Err(StoreError::Internal(format!(
                     "messages {lost:?} changed while their account was locked"
                 )));
             }
             tx.commit().await.map_err(map_err)?;
+            wrote |= wrote_locked;
+        }
+        if wrote {
+            self.notifier.announce(&[account]).await;
         }
         outcome.updated.sort_by_key(|e| e.uid);
         outcome.modified.sort_unstable();
@@ -1571,6 +1543,11 @@ impl MetaStore for PostgresStore {
             remove_entries(&tx, from_account, from, &uids, modseq).await?;
         }
         tx.commit().await.map_err(map_err)?;
+        let mut changed = vec![to_account];
+        if remove_source && !within {
+            changed.push(from_account);
+        }
+        self.notifier.announce(&changed).await;
         Ok(outcome)
     }
 
@@ -1863,7 +1840,7 @@ impl MetaStore for PostgresStore {
     }
 
     fn start_change_feed(&self, feed: tokio::sync::broadcast::Sender<AccountId>) {
-        tokio::spawn(change_feed(self.config.clone(), feed.downgrade()));
+        tokio::spawn(notices::change_feed(self.config.clone(), feed.downgrade()));
     }
 
     async fn record_corruption(&self, hash: &BlobHash, detail: &str) -> Result<()> {
