@@ -28,6 +28,10 @@ pub const SQLITE: &[(i64, &str)] = &[
         10,
         include_str!("../migrations/sqlite/0010_notify_after_commit.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/sqlite/0011_hash_collation.sql"),
+    ),
 ];
 
 /// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
@@ -59,6 +63,10 @@ pub const POSTGRES: &[(i64, &str)] = &[
     (
         10,
         include_str!("../migrations/postgres/0010_notify_after_commit.sql"),
+    ),
+    (
+        11,
+        include_str!("../migrations/postgres/0011_hash_collation.sql"),
     ),
 ];
 

@@ -1,0 +1,2 @@
+-- PostgreSQL now compares hashes bytewise; SQLite always has (BINARY). Nothing to change.
+SELECT 1;
