@@ -2,6 +2,7 @@
 //! and OBJECTID items (RFC 8474). Bodies are sliced by the part offsets stored at delivery;
 //! nothing is parsed again.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use trimaran_core::delivery::retry;
@@ -278,14 +279,16 @@ impl Session {
     ) -> Result<(), FetchFailure> {
         let store = self.server.core.store.clone();
         let wait = self.wait();
-        let meta: Option<MessageMeta> = head.map(|h| h.meta.clone());
-        let meta = match (needs_meta, meta) {
+        // Borrowed from the batch where possible: a FETCH of headers spends its time per
+        // message, and copying each message's metadata and header was a good part of it.
+        let meta: Option<Cow<MessageMeta>> = match (needs_meta, head) {
+            (_, Some(h)) => Some(Cow::Borrowed(&h.meta)),
             (true, None) => {
                 // Metadata lost: parse again from the body rather than fail the client.
                 let raw = retry(wait, || store.read_blob(&m.hash)).await?;
-                Some(trimaran_core::message::parse(&raw))
+                Some(Cow::Owned(trimaran_core::message::parse(&raw)))
             }
-            (_, meta) => meta,
+            (false, None) => None,
         };
         let needs_raw = items.iter().any(|i| match i {
             FetchAtt::Envelope
@@ -296,7 +299,7 @@ impl Session {
             | FetchAtt::Binary { .. }
             | FetchAtt::BinarySize(_) => true,
             FetchAtt::Body | FetchAtt::BodyStructure => {
-                meta.as_ref().is_some_and(structure::needs_raw)
+                meta.as_deref().is_some_and(structure::needs_raw)
             }
             _ => false,
         });
@@ -306,14 +309,14 @@ impl Session {
             meta.as_ref()
                 .is_some_and(|meta| serves_from_header(items, meta, h))
         });
-        let raw = match (needs_raw, header_copy) {
-            (false, _) => None,
-            (true, Some(header)) => Some(header.clone()),
-            (true, None) => Some(retry(wait, || store.read_blob(&m.hash)).await?),
+        let raw: Cow<[u8]> = match (needs_raw, header_copy) {
+            (false, _) => Cow::Borrowed(&[]),
+            (true, Some(header)) => Cow::Borrowed(header),
+            (true, None) => Cow::Owned(retry(wait, || store.read_blob(&m.hash)).await?),
         };
-        let raw = raw.as_deref().unwrap_or_default();
+        let raw = raw.as_ref();
         let empty = MessageMeta::default();
-        let meta = meta.as_ref().unwrap_or(&empty);
+        let meta = meta.as_deref().unwrap_or(&empty);
         let meta = &crate::fetch::for_session(meta, raw, self.rev2);
         let utf8 = self.utf8;
         let mut out: Vec<u8> = format!("* {} FETCH (", index + 1).into_bytes();
