@@ -9,6 +9,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use trimaran_core::config::Config;
 
+// Sessions allocate and free many small buffers on every runtime thread; glibc's allocator
+// spent a sixth of the server's CPU on that under IMAP load, mimalloc far less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "trimaran",
