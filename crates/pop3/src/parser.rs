@@ -144,12 +144,22 @@ pub fn multiline(content: &[u8], out: &mut Vec<u8>) {
 
 /// The header block and the first `lines` lines of the body (TOP, RFC 1939 §7).
 pub fn top(message: &[u8], lines: usize) -> &[u8] {
-    let header_end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| p + 4)
-        .or_else(|| message.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
-        .unwrap_or(message.len());
+    // RFC 1939 §7 TOP: the header, the empty line, then `lines` lines of the body. The header
+    // ends at its first empty line, whatever the line endings: searching for "\r\n\r\n"
+    // first would skip a bare-LF header's end and cut at a blank line inside the body.
+    let mut header_end = message.len();
+    let mut at = 0;
+    while at < message.len() {
+        let next = message[at..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(message.len(), |p| at + p + 1);
+        if matches!(&message[at..next], b"\n" | b"\r\n") {
+            header_end = next;
+            break;
+        }
+        at = next;
+    }
     let body = &message[header_end..];
     let mut end = 0;
     for _ in 0..lines {
@@ -238,6 +248,12 @@ mod tests {
         assert_eq!(top(m, 0), b"Subject: x\r\n\r\n");
         assert_eq!(top(m, 2), b"Subject: x\r\n\r\none\r\ntwo\r\n");
         assert_eq!(top(m, 10), &m[..]);
+        // A bare-LF header ends at its own blank line, not at a CRLF one in the body.
+        let mixed = b"Subject: x\nFrom: y\n\nfirst\r\n\r\nsecond\r\n";
+        assert_eq!(top(mixed, 0), b"Subject: x\nFrom: y\n\n");
+        assert_eq!(top(mixed, 1), b"Subject: x\nFrom: y\n\nfirst\r\n");
+        // No blank line at all: all of it is header.
+        assert_eq!(top(b"Subject: x\r\n", 3), b"Subject: x\r\n");
     }
 }
 
