@@ -165,13 +165,17 @@ fn check_top(message: &[u8], lines: usize) {
     );
     let none = top(message, 0);
     assert!(all.starts_with(none), "TOP n does not start with TOP 0");
-    // TOP 0 is the header block: up to and including the first blank line.
-    if let Some(p) = message.windows(4).position(|w| w == b"\r\n\r\n") {
-        let lf = message.windows(2).position(|w| w == b"\n\n");
-        if lf.is_none_or(|l| l > p) {
-            assert_eq!(none.len(), p + 4, "TOP 0 is not the header block");
-        }
-    }
+    // TOP 0 is the header block: up to and including the first blank line (LF or CRLF; one
+    // at the very start means an empty header), or the whole message when there is none.
+    let header_end = (0..message.len())
+        .filter(|&i| i == 0 || message[i - 1] == b'\n')
+        .find_map(|i| match &message[i..] {
+            [b'\n', ..] => Some(i + 1),
+            [b'\r', b'\n', ..] => Some(i + 2),
+            _ => None,
+        })
+        .unwrap_or(message.len());
+    assert_eq!(none.len(), header_end, "TOP 0 is not the header block");
     let body_lines = all[none.len()..].iter().filter(|&&b| b == b'\n').count();
     assert!(body_lines <= lines, "TOP {lines} gave {body_lines} lines");
     if all.len() < message.len() {

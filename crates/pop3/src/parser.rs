@@ -252,6 +252,8 @@ mod tests {
         let mixed = b"Subject: x\nFrom: y\n\nfirst\r\n\r\nsecond\r\n";
         assert_eq!(top(mixed, 0), b"Subject: x\nFrom: y\n\n");
         assert_eq!(top(mixed, 1), b"Subject: x\nFrom: y\n\nfirst\r\n");
+        // A blank first line is an empty header (found by fuzzing an older oracle).
+        assert_eq!(top(b"\r\n\r\n", 0), b"\r\n");
         // No blank line at all: all of it is header.
         assert_eq!(top(b"Subject: x\r\n", 3), b"Subject: x\r\n");
     }
