@@ -15,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use trimaran_core::store::MessageMeta;
 use trimaran_fuzz::imap_wire;
 use trimaran_imap::fetch::section::{self, SectionError};
-use trimaran_imap::fetch::{envelope, structure};
+use trimaran_imap::fetch::{self, envelope, structure};
 use trimaran_imap::parser::{Section, SectionText};
 
 fuzz_target!(|raw: &[u8]| {
@@ -23,14 +23,23 @@ fuzz_target!(|raw: &[u8]| {
     check_tree(&meta, raw);
     let _ = structure::needs_raw(&meta);
 
-    for extended in [false, true] {
-        for utf8 in [false, true] {
-            let mut out = Vec::new();
-            structure::write(&mut out, &meta, raw, extended, utf8);
-            let v = imap_wire::read(&out, utf8)
-                .unwrap_or_else(|e| panic!("BODYSTRUCTURE is not IMAP data: {e}"));
-            imap_wire::check_body(&v, extended)
-                .unwrap_or_else(|e| panic!("BODYSTRUCTURE has a wrong shape: {e}"));
+    for rev2 in [false, true] {
+        // What a FETCH in such a session describes: IMAP4rev1 sees message/global as a leaf.
+        let session = fetch::for_session(&meta, raw, rev2);
+        for extended in [false, true] {
+            for utf8 in [false, true] {
+                let mut out = Vec::new();
+                let form = structure::Form {
+                    extended,
+                    utf8,
+                    rev2,
+                };
+                structure::write(&mut out, &session, raw, form);
+                let v = imap_wire::read(&out, utf8)
+                    .unwrap_or_else(|e| panic!("BODYSTRUCTURE is not IMAP data: {e}"));
+                imap_wire::check_body(&v, extended, rev2)
+                    .unwrap_or_else(|e| panic!("BODYSTRUCTURE has a wrong shape: {e}"));
+            }
         }
     }
     let header = section::message_header(&meta, raw);

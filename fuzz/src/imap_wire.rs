@@ -272,11 +272,13 @@ fn dsp_lang_loc(items: &[Value]) -> Result<(), String> {
 }
 
 /// RFC 9051 §9 `body`, with extension data when `extended` (BODYSTRUCTURE) and without (BODY).
-pub fn check_body(v: &Value, extended: bool) -> Result<(), String> {
-    check_body_at(v, extended, 0)
+/// `rev2`: IMAP4rev2's grammar, where MESSAGE/GLOBAL is a body-type-msg; RFC 3501's has
+/// MESSAGE/RFC822 alone.
+pub fn check_body(v: &Value, extended: bool, rev2: bool) -> Result<(), String> {
+    check_body_at(v, extended, rev2, 0)
 }
 
-fn check_body_at(v: &Value, extended: bool, depth: usize) -> Result<(), String> {
+fn check_body_at(v: &Value, extended: bool, rev2: bool, depth: usize) -> Result<(), String> {
     if depth > MAX_NESTING {
         return Err("body nesting too deep".into());
     }
@@ -287,7 +289,7 @@ fn check_body_at(v: &Value, extended: bool, depth: usize) -> Result<(), String> 
         .count();
     if bodies > 0 {
         for b in &items[..bodies] {
-            check_body_at(b, extended, depth + 1)?;
+            check_body_at(b, extended, rev2, depth + 1)?;
         }
         let rest = &items[bodies..];
         let want = if extended { 5 } else { 1 };
@@ -315,12 +317,12 @@ fn check_body_at(v: &Value, extended: bool, depth: usize) -> Result<(), String> 
     string(&items[5], "body-fld-enc")?;
     number(&items[6], "body-fld-octets")?;
     let mut i = 7;
-    if ctype == b"message" && (csub == b"rfc822" || csub == b"global") {
-        let [env, body, lines] = items.get(7..10).ok_or("message/rfc822 body too short")? else {
+    if ctype == b"message" && (csub == b"rfc822" || (rev2 && csub == b"global")) {
+        let [env, body, lines] = items.get(7..10).ok_or("body-type-msg too short")? else {
             unreachable!()
         };
         check_envelope(env)?;
-        check_body_at(body, extended, depth + 1)?;
+        check_body_at(body, extended, rev2, depth + 1)?;
         number(lines, "body-fld-lines")?;
         i = 10;
     } else if ctype == b"text" {
@@ -355,7 +357,7 @@ mod tests {
         let env = b"(NIL \"hi\" ((\"A\" NIL \"a\" \"x\")) NIL NIL NIL NIL NIL NIL {3}\r\n<1>)";
         check_envelope(&read(env, false).unwrap()).unwrap();
         let body = b"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 3 1)(\"image\" \"png\" NIL NIL NIL \"base64\" 4) \"mixed\")";
-        check_body(&read(body, false).unwrap(), false).unwrap();
+        check_body(&read(body, false).unwrap(), false, true).unwrap();
         assert!(read(b"(\"a\"\"b\")", false).is_err());
         assert!(read(b"{5}\r\nab", false).is_err());
         assert!(read("\"é\"".as_bytes(), false).is_err());

@@ -162,8 +162,13 @@ fn random_messages_render_without_panicking() {
         let raw = raw.into_bytes();
         let meta = trimaran_core::message::parse(&raw);
         let mut out = Vec::new();
-        structure::write(&mut out, &meta, &raw, true, rng.next().is_multiple_of(2));
-        structure::write(&mut out, &meta, &raw, false, false);
+        let form = structure::Form {
+            extended: true,
+            utf8: rng.next().is_multiple_of(2),
+            rev2: rng.next().is_multiple_of(2),
+        };
+        structure::write(&mut out, &meta, &raw, form);
+        structure::write(&mut out, &meta, &raw, structure::Form::default());
         envelope::write(&mut out, section::message_header(&meta, &raw), false);
         for _ in 0..4 {
             let part: Vec<u32> = (0..rng.next() % 4)

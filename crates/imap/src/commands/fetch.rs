@@ -350,11 +350,29 @@ impl Session {
                 }
                 FetchAtt::Body => {
                     out.extend_from_slice(b"BODY ");
-                    structure::write(&mut out, meta, raw, false, utf8);
+                    structure::write(
+                        &mut out,
+                        meta,
+                        raw,
+                        structure::Form {
+                            extended: false,
+                            utf8,
+                            rev2: self.rev2,
+                        },
+                    );
                 }
                 FetchAtt::BodyStructure => {
                     out.extend_from_slice(b"BODYSTRUCTURE ");
-                    structure::write(&mut out, meta, raw, true, utf8);
+                    structure::write(
+                        &mut out,
+                        meta,
+                        raw,
+                        structure::Form {
+                            extended: true,
+                            utf8,
+                            rev2: self.rev2,
+                        },
+                    );
                 }
                 FetchAtt::Rfc822 => {
                     out.extend_from_slice(b"RFC822 ");

@@ -71,9 +71,13 @@ hello\r\n\
         section::body_section(meta, GLOBAL, &s).unwrap_or_default()
     }
 
-    fn structure(meta: &MessageMeta) -> String {
+    fn structure(meta: &MessageMeta, raw: &[u8], rev2: bool) -> String {
         let mut out = Vec::new();
-        structure::write(&mut out, meta, GLOBAL, false, false);
+        let form = structure::Form {
+            rev2,
+            ..Default::default()
+        };
+        structure::write(&mut out, meta, raw, form);
         String::from_utf8(out).unwrap()
     }
 
@@ -83,12 +87,12 @@ hello\r\n\
         let rev1 = for_session(&stored, GLOBAL, false);
         let rev2 = for_session(&stored, GLOBAL, true);
         assert!(matches!(rev2, Cow::Borrowed(_)));
-        let r1 = structure(&rev1);
+        let r1 = structure(&rev1, GLOBAL, false);
         assert!(
             r1.contains("(\"message\" \"global\" NIL NIL NIL \"7bit\" 23)"),
             "{r1}"
         );
-        assert!(structure(&rev2).contains("\"7bit\" 23 (NIL \"inner\""));
+        assert!(structure(&rev2, GLOBAL, true).contains("\"7bit\" 23 (NIL \"inner\""));
         assert_eq!(
             section(&rev1, &[2, 1], None),
             b"Subject: inner\r\n\r\nhello"
@@ -98,6 +102,32 @@ hello\r\n\
         assert_eq!(
             section(&rev2, &[2], Some(SectionText::Header)),
             b"Subject: inner\r\n\r\n"
+        );
+    }
+
+    /// An empty message/global has no parts to describe, but IMAP4rev2's body-type-msg still
+    /// needs an envelope and a body after its size (RFC 9051 §9), as message/rfc822 does; for
+    /// IMAP4rev1 it stays a leaf. Found by the imap_fetch_builders fuzz target
+    /// (fuzz/regressions/imap_fetch_builders/empty-message-global).
+    #[test]
+    fn empty_message_global_is_still_a_message_for_imap4rev2() {
+        let raw = b"Content-Type: multipart/mixed; boundary=o\r\n\r\n\
+--o\r\nContent-Type: message/global\r\n\r\n\
+--o\r\nContent-Type: text/plain\r\n\r\nhi\r\n--o--\r\n";
+        let stored = trimaran_core::message::parse(raw);
+        let rev2 = structure(&for_session(&stored, raw, true), raw, true);
+        assert!(
+            rev2.starts_with(
+                "((\"message\" \"global\" NIL NIL NIL \"7bit\" 0 \
+                 (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) \
+                 (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0) 0)"
+            ),
+            "{rev2}"
+        );
+        let rev1 = structure(&for_session(&stored, raw, false), raw, false);
+        assert!(
+            rev1.starts_with("((\"message\" \"global\" NIL NIL NIL \"7bit\" 0)"),
+            "{rev1}"
         );
     }
 

@@ -23,7 +23,19 @@ fn is(value: &str, name: &str) -> bool {
     value.eq_ignore_ascii_case(name)
 }
 
-pub fn write(out: &mut Vec<u8>, meta: &MessageMeta, raw: &[u8], extended: bool, utf8: bool) {
+/// How a session wants BODY / BODYSTRUCTURE written.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Form {
+    /// BODYSTRUCTURE: with the extension data (RFC 9051 §7.5.2); BODY without.
+    pub extended: bool,
+    /// UTF8=ACCEPT (RFC 6855 §3): 8-bit strings may be quoted strings.
+    pub utf8: bool,
+    /// IMAP4rev2, where message/global is a body-type-msg like message/rfc822 (RFC 9051 §9
+    /// media-message); IMAP4rev1 has MESSAGE/RFC822 alone.
+    pub rev2: bool,
+}
+
+pub fn write(out: &mut Vec<u8>, meta: &MessageMeta, raw: &[u8], form: Form) {
     if meta.parts.is_empty() {
         // Nothing was understood: describe the whole as text/plain (RFC 2045 §5.2 default).
         out.extend_from_slice(
@@ -36,7 +48,7 @@ pub fn write(out: &mut Vec<u8>, meta: &MessageMeta, raw: &[u8], extended: bool, 
         );
         return;
     }
-    part(out, meta, 0, raw, extended, utf8, 0);
+    part(out, meta, 0, raw, form, 0);
 }
 
 fn params(out: &mut Vec<u8>, params: &[(String, String)], utf8: bool) {
@@ -102,20 +114,17 @@ fn disposition_language_location(out: &mut Vec<u8>, p: &PartMeta, utf8: bool) {
 
 const MAX_DEPTH: usize = 64;
 
-fn part(
-    out: &mut Vec<u8>,
-    meta: &MessageMeta,
-    index: usize,
-    raw: &[u8],
-    extended: bool,
-    utf8: bool,
-    depth: usize,
-) {
+fn part(out: &mut Vec<u8>, meta: &MessageMeta, index: usize, raw: &[u8], form: Form, depth: usize) {
+    let Form {
+        extended,
+        utf8,
+        rev2,
+    } = form;
     let p = &meta.parts[index];
     if is(&p.content_type, "multipart") && !p.children.is_empty() && depth < MAX_DEPTH {
         out.push(b'(');
         for &c in &p.children {
-            part(out, meta, c, raw, extended, utf8, depth + 1);
+            part(out, meta, c, raw, form, depth + 1);
         }
         out.push(b' ');
         string(out, p.content_subtype.as_bytes(), utf8);
@@ -164,12 +173,13 @@ fn part(
         out.push(b' ');
         envelope::write(out, header, utf8);
         out.push(b' ');
-        part(out, meta, inner, raw, extended, utf8, depth + 1);
+        part(out, meta, inner, raw, form, depth + 1);
         out.extend_from_slice(format!(" {}", p.body_lines).as_bytes());
-    } else if is(ctype, "message") && is(csub, "rfc822") {
+    } else if is(ctype, "message") && (is(csub, "rfc822") || (rev2 && is(csub, "global"))) {
         // body-type-msg needs an envelope and a body even when the encapsulated message could
-        // not be read (encoded with base64, RFC 2046 §5.2.1 forbids that): empty ones. Any
-        // other message/* without parts is body-type-basic (media-basic includes MESSAGE).
+        // not be read (empty, or encoded with base64, which RFC 2046 §5.2.1 forbids): empty
+        // ones. Any other message/* without parts is body-type-basic (media-basic includes
+        // MESSAGE).
         out.extend_from_slice(b" (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL) ");
         out.extend_from_slice(
             b"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0",
