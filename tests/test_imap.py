@@ -374,6 +374,63 @@ def test_two_sessions_see_each_others_changes_and_idle(box):
     b.close()
 
 
+@pytest.mark.parametrize("across", [False, True], ids=["one-process", "two-processes"])
+def test_interleaved_stores_see_each_other(make_server, backend, across):
+    """A session skips asking the store for changes after its own STORE when that STORE took the
+    account's next MODSEQ; every change by another session (same process or, on PostgreSQL,
+    another one) must still be reported, in the STORE's own answer or at the next command."""
+    if across and backend != "postgres":
+        pytest.skip("processes share a store only on PostgreSQL")
+    first = make_server(accounts=())
+    first.add_account(ALICE, PASSWORD)
+    for i in range(1, 4):
+        send(first, message(i))
+    second = make_server(accounts=(), domain=None, share_store_of=first) if across else first
+    a, b = Raw(first), Raw(second)
+    a.cmd("ENABLE CONDSTORE")
+    a.cmd("SELECT INBOX")
+    b.cmd("SELECT INBOX")
+
+    def reported(lines):
+        """{message number: (flags, MODSEQ or None)} from untagged FETCH lines."""
+        out = {}
+        for line in lines:
+            m = re.match(rb"\* (\d+) FETCH \(.*FLAGS \(([^)]*)\)(?: MODSEQ \((\d+)\))?", line)
+            if m:
+                out[int(m.group(1))] = (m.group(2), m.group(3) and int(m.group(3)))
+        return out
+
+    # a's change is the account's next: its answer reports its own message only.
+    lines, _ = a.cmd("STORE 1 +FLAGS (\\Flagged)")
+    got = reported(lines)
+    assert list(got) == [1] and got[1][0] == b"\\Flagged", lines
+    modseq_a = got[1][1]
+    # b has not seen a's change: its STORE answer carries both.
+    lines, _ = b.cmd("STORE 2 +FLAGS (\\Seen)")
+    got = reported(lines)
+    assert got[1][0] == b"\\Flagged" and got[2][0] == b"\\Seen", lines
+    # a skipped the notice of its own change, not b's.
+    lines, _ = a.cmd("NOOP")
+    got = reported(lines)
+    assert got[2][0] == b"\\Seen" and got[2][1] > modseq_a, lines
+    # Several changes in a row by a; b then sees their end state.
+    for op in ("-FLAGS", "+FLAGS", "-FLAGS", "+FLAGS"):
+        a.cmd(f"STORE 3 {op}.SILENT ($Label1)")
+    lines, _ = b.cmd("NOOP")
+    assert reported(lines)[3][0] == b"$Label1", lines
+    # a's view, a fresh session's and the store's agree.
+    c = Raw(second)
+    c.cmd("ENABLE CONDSTORE")
+    c.cmd("SELECT INBOX")
+    want = {1: b"\\Flagged", 2: b"\\Seen", 3: b"$Label1"}
+    seen_by_a = reported(a.cmd("FETCH 1:3 (FLAGS MODSEQ)")[0])
+    seen_by_c = reported(c.cmd("FETCH 1:3 (FLAGS MODSEQ)")[0])
+    assert {n: f for n, (f, _) in seen_by_a.items()} == want, seen_by_a
+    assert seen_by_a == seen_by_c
+    for r in (a, b, c):
+        r.close()
+
+
 def test_condstore_and_qresync(box):
     r = Raw(box)
     r.cmd("ENABLE QRESYNC")

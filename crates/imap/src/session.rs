@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use trimaran_core::delivery::retry;
 use trimaran_core::net::{Conn, LineEvent, ReadError};
 use trimaran_core::store::{
-    flags, AccountId, MailboxRecord, MessageEntry, MetaStore, StoreError, INBOX,
+    flags, AccountId, Change, MailboxRecord, MessageEntry, MetaStore, StoreError, INBOX,
 };
 
 use crate::listener::{AccountSlot, ImapServer};
@@ -72,7 +72,7 @@ pub(crate) struct Session {
     pub saved: Vec<u32>,
     pub errors: usize,
     pub auth_failures: usize,
-    changes: broadcast::Receiver<AccountId>,
+    changes: broadcast::Receiver<Change>,
     dirty: bool,
     last_sync: Instant,
 }
@@ -662,15 +662,23 @@ impl Session {
         Ok(out)
     }
 
-    /// Notes change notices for this account that arrived meanwhile.
+    /// Notes change notices for this account that arrived meanwhile, except those of changes
+    /// the selected mailbox already shows: its HIGHESTMODSEQ was read at or after their MODSEQ
+    /// (this session's own STORE, and that STORE's notice coming back from PostgreSQL).
     fn drain_notices(&mut self) {
         let (me, owner) = (self.account_id(), self.watched_account());
+        let shown = |c: &Change| {
+            self.selected
+                .as_ref()
+                .is_some_and(|s| c.account == s.owner && c.modseq.is_some_and(|m| m <= s.modseq))
+        };
         loop {
             match self.changes.try_recv() {
-                Ok(account)
-                    if account == me
-                        || account == owner
-                        || account == trimaran_core::store::ALL_ACCOUNTS =>
+                Ok(c) if shown(&c) => {}
+                Ok(c)
+                    if c.account == me
+                        || c.account == owner
+                        || c.account == trimaran_core::store::ALL_ACCOUNTS =>
                 {
                     self.dirty = true
                 }
@@ -793,10 +801,12 @@ impl Session {
 }
 
 /// Waits for a change notice for `account` (IDLE). A lagging receiver counts as notified.
-pub async fn notice_for(rx: &mut broadcast::Receiver<AccountId>, account: AccountId) {
+pub async fn notice_for(rx: &mut broadcast::Receiver<Change>, account: AccountId) {
     loop {
         match rx.recv().await {
-            Ok(a) if a == account || a == trimaran_core::store::ALL_ACCOUNTS => return,
+            Ok(c) if c.account == account || c.account == trimaran_core::store::ALL_ACCOUNTS => {
+                return
+            }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(_)) => return,
             Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,

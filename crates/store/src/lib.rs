@@ -185,10 +185,10 @@ pub trait MetaStore: Send + Sync {
         messages: Option<u64>,
     ) -> Result<()>;
 
-    /// Starts passing on changes made by other processes on the same store: the account id, or
+    /// Starts passing on changes made by other processes on the same store, or a notice for
     /// [`ALL_ACCOUNTS`] when some may have been missed. A store with one process has nothing
     /// to do.
-    fn start_change_feed(&self, _feed: tokio::sync::broadcast::Sender<AccountId>) {}
+    fn start_change_feed(&self, _feed: tokio::sync::broadcast::Sender<Change>) {}
 
     /// Messages (of any account: the caller keeps its mailbox's), by [`search::index_key`],
     /// whose indexed text answers `query`: exactly the messages containing its needle when
@@ -214,6 +214,26 @@ pub trait MetaStore: Send + Sync {
 
 /// A change notice meaning "any account may have changed" (after a lost connection).
 pub const ALL_ACCOUNTS: AccountId = -1;
+
+/// A change notice: an account's mail changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub account: AccountId,
+    /// The account MODSEQ the change committed under, when it was one write of messages'
+    /// flags, entries or mailboxes that all carry it. A session that has seen the account at
+    /// that MODSEQ or later already shows it (each account's MODSEQs are handed out under its
+    /// row lock, so in commit order). None: anything else, or not known.
+    pub modseq: Option<u64>,
+}
+
+impl Change {
+    pub fn of(account: AccountId) -> Change {
+        Change {
+            account,
+            modseq: None,
+        }
+    }
+}
 
 /// Which back end, parsed from `sqlite:PATH` or `postgres://...`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -265,7 +285,7 @@ pub struct Store {
     blobs: Arc<dyn BlobStore>,
     corrupt_reads: AtomicU64,
     /// Accounts whose mail changed, for sessions waiting in IMAP IDLE.
-    changes: tokio::sync::broadcast::Sender<AccountId>,
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
 
 /// Change notices buffered per listener; one that falls behind re-reads its mailbox anyway.
@@ -338,12 +358,26 @@ impl Store {
 
     /// Tells this process's waiting sessions that an account's mail changed.
     pub fn changed(&self, account: AccountId) {
-        // No receivers is not an error: nobody is waiting.
-        let _ = self.changes.send(account);
+        self.announce(Change::of(account));
     }
 
-    /// Notices of changed accounts, from this process's writes.
-    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<AccountId> {
+    /// Tells this process's waiting sessions of a change that committed under one MODSEQ
+    /// (see [`Change::modseq`]).
+    pub fn changed_at(&self, account: AccountId, modseq: u64) {
+        self.announce(Change {
+            account,
+            modseq: Some(modseq),
+        });
+    }
+
+    fn announce(&self, change: Change) {
+        // No receivers is not an error: nobody is waiting.
+        let _ = self.changes.send(change);
+    }
+
+    /// Notices of changed accounts, from this process's writes and (PostgreSQL) other
+    /// processes'.
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<Change> {
         self.changes.subscribe()
     }
 

@@ -344,6 +344,8 @@ pub struct FlagOutcome {
     pub updated: Vec<MessageEntry>,
     /// Messages left alone because they changed after UNCHANGEDSINCE (RFC 7162 `MODIFIED`).
     pub modified: Vec<u32>,
+    /// The account MODSEQs the change took, ascending (none when nothing had to change).
+    pub modseqs: Vec<u64>,
 }
 
 /// What changed in a mailbox since a session last looked.

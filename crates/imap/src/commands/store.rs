@@ -88,10 +88,28 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        self.server.core.store.changed(account);
+        let store = &self.server.core.store;
+        match outcome.modseqs[..] {
+            [] => {} // nothing changed, nobody to tell
+            [m] => store.changed_at(account, m),
+            _ => store.changed(account),
+        }
         let condstore = self.condstore;
         let mut lines = Vec::new();
         if let Some(sel) = &mut self.selected {
+            // When this change took the account's next MODSEQs right after the HIGHESTMODSEQ
+            // this session last read, nothing else changed the account in between, and what
+            // the store returned is all there is to show: no need to ask for the changes.
+            if outcome
+                .modseqs
+                .iter()
+                .zip(sel.modseq + 1..)
+                .all(|(&m, next)| m == next)
+            {
+                if let Some(&last) = outcome.modseqs.last() {
+                    sel.modseq = last;
+                }
+            }
             for e in outcome.updated {
                 let Some(i) = sel.position(e.uid) else {
                     continue;

@@ -20,7 +20,7 @@ use crate::error::{Result, StoreError};
 use crate::migrate;
 use crate::search::{IndexedText, SearchText, TextParts, TextQuery};
 use crate::types::*;
-use crate::MetaStore;
+use crate::{Change, MetaStore};
 
 mod notices;
 
@@ -677,6 +677,7 @@ async fn flag_round(
         .await
         .map_err(map_err)?;
     let modseq = row.get::<_, i64>(0) as u64;
+    outcome.modseqs.push(modseq);
     let written: Vec<i64> = row.get(1);
     let mut lost = Vec::new();
     for (_, mut e) in to_change {
@@ -1027,7 +1028,7 @@ impl MetaStore for PostgresStore {
         let receipt = deliver_tx(&tx, &delivery, write_blob).await?;
         tx.commit().await.map_err(map_err)?;
         let accounts: Vec<AccountId> = receipt.copies.iter().map(|c| c.account_id).collect();
-        self.notifier.announce(&accounts).await;
+        self.notifier.announce_accounts(&accounts).await;
         Ok(receipt)
     }
 
@@ -1189,7 +1190,7 @@ impl MetaStore for PostgresStore {
         let modseq = bump_modseq(&tx, account).await?;
         let removed = remove_entries(&tx, account, mailbox, &present, modseq).await?;
         tx.commit().await.map_err(map_err)?;
-        self.notifier.announce(&[account]).await;
+        self.notifier.announce(&[Change::of(account)]).await;
         Ok(removed)
     }
 
@@ -1270,7 +1271,7 @@ impl MetaStore for PostgresStore {
             .await
             .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
-        self.notifier.announce(&[account]).await;
+        self.notifier.announce(&[Change::of(account)]).await;
         Ok(())
     }
 
@@ -1302,7 +1303,7 @@ impl MetaStore for PostgresStore {
         }
         bump_modseq(&tx, account).await?;
         tx.commit().await.map_err(map_err)?;
-        self.notifier.announce(&[account]).await;
+        self.notifier.announce(&[Change::of(account)]).await;
         Ok(())
     }
 
@@ -1461,7 +1462,7 @@ impl MetaStore for PostgresStore {
         }
         let uids = add_entries(&tx, account, mailbox, &entries, modseq).await?;
         tx.commit().await.map_err(map_err)?;
-        self.notifier.announce(&[account]).await;
+        self.notifier.announce(&[Change::of(account)]).await;
         Ok(uids
             .into_iter()
             .map(|uid| Appended {
@@ -1502,7 +1503,13 @@ impl MetaStore for PostgresStore {
             wrote |= wrote_locked;
         }
         if wrote {
-            self.notifier.announce(&[account]).await;
+            // With two rounds the first may have written nothing; the notice names the MODSEQ
+            // only when one write did it all.
+            let modseq = match outcome.modseqs[..] {
+                [m] => Some(m),
+                _ => None,
+            };
+            self.notifier.announce(&[Change { account, modseq }]).await;
         }
         outcome.updated.sort_by_key(|e| e.uid);
         outcome.modified.sort_unstable();
@@ -1551,7 +1558,7 @@ impl MetaStore for PostgresStore {
         if remove_source && !within {
             changed.push(from_account);
         }
-        self.notifier.announce(&changed).await;
+        self.notifier.announce_accounts(&changed).await;
         Ok(outcome)
     }
 
@@ -1843,7 +1850,7 @@ impl MetaStore for PostgresStore {
         tx.commit().await.map_err(map_err)
     }
 
-    fn start_change_feed(&self, feed: tokio::sync::broadcast::Sender<AccountId>) {
+    fn start_change_feed(&self, feed: tokio::sync::broadcast::Sender<Change>) {
         tokio::spawn(notices::change_feed(self.config.clone(), feed.downgrade()));
     }
 

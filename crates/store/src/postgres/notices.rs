@@ -6,15 +6,18 @@
 //! that NOTIFY under one database-wide lock held through their WAL flush, which would take
 //! group commit away from every write (measured: 2.5× fewer commits per second).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
 use crate::types::AccountId;
+use crate::Change;
 
-/// The channel every Trimaran process LISTENs on; the payload is an account id.
+/// The channel every Trimaran process LISTENs on. The payload is an account id, then, when
+/// the change committed under one account MODSEQ, a space and that MODSEQ (see
+/// [`Change::modseq`]).
 const CHANGE_CHANNEL: &str = "trimaran_changes";
 
 /// How long a writer waits for its notice to go out. The change is committed either way;
@@ -25,7 +28,7 @@ const ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
 /// a failure (a failover, a restart) and then announces that anything may have changed.
 pub(super) async fn change_feed(
     config: tokio_postgres::Config,
-    feed: tokio::sync::broadcast::WeakSender<AccountId>,
+    feed: tokio::sync::broadcast::WeakSender<Change>,
 ) {
     // Weak: once the store is dropped there is nobody to tell, and the feed ends.
     while let Some(feed) = feed.upgrade() {
@@ -47,10 +50,10 @@ pub(super) async fn change_feed(
                 .await
                 .is_ok()
             {
-                let _ = feed.send(crate::ALL_ACCOUNTS);
+                let _ = feed.send(Change::of(crate::ALL_ACCOUNTS));
                 while let Some(payload) = received.recv().await {
-                    if let Ok(account) = payload.parse() {
-                        let _ = feed.send(account);
+                    if let Some(change) = parse_payload(&payload) {
+                        let _ = feed.send(change);
                     }
                 }
             }
@@ -66,7 +69,7 @@ pub(super) async fn change_feed(
 /// statement, and each writer returns only once its notice is out (or given up on), so a
 /// change is announced before the command that made it is answered, as a trigger did.
 pub(super) struct Notifier {
-    requests: mpsc::UnboundedSender<(Vec<AccountId>, oneshot::Sender<()>)>,
+    requests: mpsc::UnboundedSender<(Vec<Change>, oneshot::Sender<()>)>,
 }
 
 impl Notifier {
@@ -78,12 +81,18 @@ impl Notifier {
     }
 
     /// Tells the other processes that these accounts' mail changed.
-    pub(super) async fn announce(&self, accounts: &[AccountId]) {
-        if accounts.is_empty() {
+    pub(super) async fn announce_accounts(&self, accounts: &[AccountId]) {
+        let changes: Vec<Change> = accounts.iter().map(|&a| Change::of(a)).collect();
+        self.announce(&changes).await
+    }
+
+    /// Tells the other processes of these changes.
+    pub(super) async fn announce(&self, changes: &[Change]) {
+        if changes.is_empty() {
             return;
         }
         let (done, sent) = oneshot::channel();
-        if self.requests.send((accounts.to_vec(), done)).is_err() {
+        if self.requests.send((changes.to_vec(), done)).is_err() {
             return;
         }
         let _ = tokio::time::timeout(ANNOUNCE_WAIT, sent).await;
@@ -92,31 +101,21 @@ impl Notifier {
 
 async fn send_notices(
     config: tokio_postgres::Config,
-    mut received: mpsc::UnboundedReceiver<(Vec<AccountId>, oneshot::Sender<()>)>,
+    mut received: mpsc::UnboundedReceiver<(Vec<Change>, oneshot::Sender<()>)>,
 ) {
-    let mut client: Option<tokio_postgres::Client> = None;
+    let mut client: Option<(tokio_postgres::Client, tokio_postgres::Statement)> = None;
     while let Some(first) = received.recv().await {
         // Everything queued meanwhile goes in the same statement.
         let mut batch = vec![first];
         while let Ok(more) = received.try_recv() {
             batch.push(more);
         }
-        let accounts: Vec<AccountId> = batch
-            .iter()
-            .flat_map(|(a, _)| a.iter().copied())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if client.as_ref().is_none_or(|c| c.is_closed()) {
+        let payloads = payloads(batch.iter().flat_map(|(c, _)| c.iter().copied()));
+        if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
             client = connect(&config).await;
         }
-        if let Some(c) = &client {
-            let sent = c
-                .execute(
-                    "SELECT pg_notify($1, a::TEXT) FROM unnest($2::BIGINT[]) AS a",
-                    &[&CHANGE_CHANNEL, &accounts],
-                )
-                .await;
+        if let Some((c, notify)) = &client {
+            let sent = c.execute(notify, &[&CHANGE_CHANNEL, &payloads]).await;
             if let Err(e) = sent {
                 tracing::warn!("could not send change notices: {e}");
                 client = None;
@@ -128,15 +127,25 @@ async fn send_notices(
     }
 }
 
-async fn connect(config: &tokio_postgres::Config) -> Option<tokio_postgres::Client> {
+/// The notice connection and its statement, prepared once: a statement given as text is
+/// prepared again at every execution, one more round trip per batch.
+async fn connect(
+    config: &tokio_postgres::Config,
+) -> Option<(tokio_postgres::Client, tokio_postgres::Statement)> {
     match config.connect(NoTls).await {
         Ok((client, connection)) => {
             tokio::spawn(connection);
             // A notice needs no durability, and a NOTIFY transaction holds the database-wide
             // notify lock until its commit returns: not waiting for a WAL flush keeps that
             // short. (Every other connection keeps `synchronous_commit = on`.)
-            match client.batch_execute("SET synchronous_commit = off").await {
-                Ok(()) => Some(client),
+            let ready = async {
+                client.batch_execute("SET synchronous_commit = off").await?;
+                client
+                    .prepare("SELECT pg_notify($1, p) FROM unnest($2::TEXT[]) AS p")
+                    .await
+            };
+            match ready.await {
+                Ok(notify) => Some((client, notify)),
                 Err(e) => {
                     tracing::warn!("could not set up the change notice connection: {e}");
                     None
@@ -146,6 +155,70 @@ async fn connect(config: &tokio_postgres::Config) -> Option<tokio_postgres::Clie
         Err(e) => {
             tracing::warn!("could not connect to send change notices: {e}");
             None
+        }
+    }
+}
+
+/// One payload per account: the latest MODSEQ among its changes, or none if one of them has
+/// none (a receiver must then look whatever it has seen).
+fn payloads(changes: impl Iterator<Item = Change>) -> Vec<String> {
+    let mut latest: BTreeMap<AccountId, Option<u64>> = BTreeMap::new();
+    for c in changes {
+        latest
+            .entry(c.account)
+            .and_modify(|m| *m = m.zip(c.modseq).map(|(a, b)| a.max(b)))
+            .or_insert(c.modseq);
+    }
+    latest
+        .into_iter()
+        .map(|(account, modseq)| match modseq {
+            Some(m) => format!("{account} {m}"),
+            None => account.to_string(),
+        })
+        .collect()
+}
+
+/// Reads a payload of [`payloads`]; a bare account id (also what a process of an older
+/// version sends) has no MODSEQ.
+fn parse_payload(payload: &str) -> Option<Change> {
+    let mut words = payload.split(' ');
+    let account = words.next()?.parse().ok()?;
+    let modseq = match words.next() {
+        Some(m) => Some(m.parse().ok()?),
+        None => None,
+    };
+    if words.next().is_some() {
+        return None;
+    }
+    Some(Change { account, modseq })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_keep_the_latest_modseq_and_lose_it_to_an_unknown_one() {
+        let c = |account, modseq| Change { account, modseq };
+        let p = payloads(
+            [
+                c(7, Some(3)),
+                c(2, Some(9)),
+                c(7, Some(5)),
+                c(4, Some(1)),
+                c(4, None),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(p, ["2 9", "4", "7 5"]);
+        for text in &p {
+            let back = parse_payload(text).unwrap();
+            assert_eq!(payloads([back].into_iter()), std::slice::from_ref(text));
+        }
+        assert_eq!(parse_payload("12"), Some(c(12, None)));
+        assert_eq!(parse_payload("-1"), Some(c(crate::ALL_ACCOUNTS, None)));
+        for bad in ["", "x", "1 x", "1 2 3", "1  2"] {
+            assert_eq!(parse_payload(bad), None, "{bad:?}");
         }
     }
 }

@@ -1437,6 +1437,7 @@ impl MetaStore for SqliteStore {
             }
             if !to_change.is_empty() {
                 let modseq = bump_modseq(c, account)?;
+                outcome.modseqs.push(modseq as u64);
                 for e in &mut to_change {
                     e.modseq = modseq as u64;
                     c.prepare_cached(
