@@ -5,6 +5,7 @@
 
 pub mod commands;
 pub mod fetch;
+pub mod head_cache;
 pub mod listener;
 pub mod mailbox_cache;
 pub mod order;

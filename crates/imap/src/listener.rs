@@ -47,6 +47,8 @@ pub struct ImapServer {
     pub literal_budget: Arc<Semaphore>,
     /// Message lists of recently selected mailboxes.
     pub mailbox_cache: crate::mailbox_cache::MailboxCache,
+    /// Metadata and header copies of recently fetched messages.
+    pub head_cache: crate::head_cache::HeadCache,
     sessions: Mutex<HashMap<AccountId, usize>>,
 }
 
@@ -78,6 +80,7 @@ impl ImapServer {
             gate,
             literal_budget: Arc::new(Semaphore::new(LITERAL_BUDGET_KIB)),
             mailbox_cache: Default::default(),
+            head_cache: Default::default(),
             sessions: Mutex::new(HashMap::new()),
         })
     }

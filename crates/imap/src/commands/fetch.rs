@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use trimaran_core::delivery::retry;
 use trimaran_core::store::{
@@ -12,6 +13,7 @@ use trimaran_core::store::{
 };
 
 use crate::fetch::{envelope, section, structure};
+use crate::head_cache::Head;
 use crate::parser::date::format_date_time;
 use crate::parser::{FetchAtt, Section, SectionText, SeqSet};
 use crate::response;
@@ -198,25 +200,38 @@ impl Session {
                     Some((i, sel.messages.get(i)?.clone()))
                 })
                 .collect();
-            // One store call for the batch's metadata, not one per message.
-            let heads: HashMap<BlobHash, Head> = if needs_meta {
-                let hashes: Vec<BlobHash> = entries.iter().map(|(_, e)| e.hash).collect();
-                let store = self.server.core.store.clone();
-                match retry(self.wait(), || store.meta().message_heads(&hashes)).await {
-                    Ok(rows) => rows
-                        .into_iter()
-                        .map(|(hash, meta, header)| (hash, Head { meta, header }))
-                        .collect(),
-                    Err(e) => {
-                        self.store_failed(tag, &e);
-                        return Flow::Continue;
+            let mut heads: HashMap<BlobHash, Arc<Head>> = HashMap::new();
+            if needs_meta {
+                let cache = &self.server.head_cache;
+                let mut missing: Vec<BlobHash> = Vec::new();
+                for (_, e) in &entries {
+                    match cache.get(&e.hash) {
+                        Some(head) => {
+                            heads.insert(e.hash, head);
+                        }
+                        None => missing.push(e.hash),
                     }
                 }
-            } else {
-                HashMap::new()
-            };
+                // One store call for the rest of the batch, not one per message.
+                if !missing.is_empty() {
+                    let store = self.server.core.store.clone();
+                    match retry(self.wait(), || store.meta().message_heads(&missing)).await {
+                        Ok(rows) => {
+                            for (hash, meta, header) in rows {
+                                let head = Arc::new(Head { meta, header });
+                                cache.put(hash, head.clone());
+                                heads.insert(hash, head);
+                            }
+                        }
+                        Err(e) => {
+                            self.store_failed(tag, &e);
+                            return Flow::Continue;
+                        }
+                    }
+                }
+            }
             for (i, entry) in entries {
-                let head = heads.get(&entry.hash);
+                let head = heads.get(&entry.hash).map(Arc::as_ref);
                 match self.fetch_one(i, &entry, &items, needs_meta, head).await {
                     Ok(()) => {}
                     Err(FetchFailure::Store(e)) => {
@@ -450,11 +465,6 @@ impl Session {
 const FETCH_BATCH: usize = 64;
 
 /// What FETCH reads from the store before the body: the metadata and the header copy.
-struct Head {
-    meta: MessageMeta,
-    header: Option<Vec<u8>>,
-}
-
 /// Whether every item that needs the message's bytes needs only its top-level header block,
 /// and `header` is that block for this (current) metadata.
 fn serves_from_header(items: &[FetchAtt], meta: &MessageMeta, header: &[u8]) -> bool {
