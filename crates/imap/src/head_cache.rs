@@ -75,7 +75,10 @@ mod tests {
         for n in 0..2048u32 {
             let hash = BlobHash::of(&n.to_be_bytes());
             cache.put(hash, head(n as u8));
-            assert_eq!(cache.get(&hash).unwrap().header.as_ref().unwrap()[0], n as u8);
+            assert_eq!(
+                cache.get(&hash).unwrap().header.as_ref().unwrap()[0],
+                n as u8
+            );
         }
         assert!(cache.heads.weight() <= CAPACITY, "{}", cache.heads.weight());
         assert!(cache.heads.len() < 2048);

@@ -344,7 +344,8 @@ pub struct FlagOutcome {
     pub updated: Vec<MessageEntry>,
     /// Messages left alone because they changed after UNCHANGEDSINCE (RFC 7162 `MODIFIED`).
     pub modified: Vec<u32>,
-    /// The account MODSEQs the change took, ascending (none when nothing had to change).
+    /// The account MODSEQs the change was written under, ascending (none when nothing had to
+    /// change).
     pub modseqs: Vec<u64>,
 }
 

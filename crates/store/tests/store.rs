@@ -773,6 +773,84 @@ async fn text_index_finds_candidates_per_field_and_drains_its_backlog() {
     }
 }
 
+/// The same for system flags added and removed, which PostgreSQL changes in one statement
+/// computing the new flags from the row it updates: racing writers build on each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_system_flag_changes_all_land() {
+    for (name, store, _dir) in stores().await {
+        let a = setup(&store, 1).await[0];
+        let inbox = mailbox_id(&store, a, INBOX).await;
+        let reqs: Vec<AppendRequest> = (0..3)
+            .map(|i| AppendRequest {
+                message: message(&format!("system race {i}")),
+                flags: flags::DRAFT,
+                keywords: vec![],
+            })
+            .collect();
+        store.append(a, inbox, Arc::new(reqs)).await.unwrap();
+        let changes = [
+            (FlagOp::Add, flags::SEEN),
+            (FlagOp::Add, flags::ANSWERED),
+            (FlagOp::Add, flags::FLAGGED),
+            (FlagOp::Add, flags::DELETED),
+            (FlagOp::Remove, flags::DRAFT),
+        ];
+        let tasks: Vec<_> = (0..15)
+            .map(|i| {
+                let store = store.clone();
+                let (op, bit) = changes[i % changes.len()];
+                tokio::spawn(async move {
+                    let change = flags_change(op, bit, &[], None);
+                    let out = store
+                        .meta()
+                        .update_flags(a, inbox, &[1, 2, 3], &change)
+                        .await;
+                    (op, bit, out)
+                })
+            })
+            .collect();
+        let mut modseqs = Vec::new();
+        for t in tasks {
+            let (op, bit, out) = t.await.unwrap();
+            let out = out.unwrap();
+            assert_eq!(out.updated.len(), 3, "{name}");
+            for e in &out.updated {
+                // Each answer shows its own change made.
+                assert_eq!(e.flags & bit != 0, op == FlagOp::Add, "{name}: {e:?}");
+            }
+            assert!(out.modseqs.len() <= 1, "{name}");
+            modseqs.extend(out.modseqs);
+        }
+        let n = modseqs.len();
+        modseqs.sort_unstable();
+        modseqs.dedup();
+        assert_eq!(modseqs.len(), n, "{name}: a MODSEQ was handed out twice");
+        let want = flags::SEEN | flags::ANSWERED | flags::FLAGGED | flags::DELETED;
+        for e in store.meta().mailbox_entries(inbox).await.unwrap() {
+            assert_eq!(e.flags, want, "{name}: a change was lost: {e:?}");
+        }
+        let record = store.meta().mailbox(a, inbox).await.unwrap();
+        assert_eq!(record.highestmodseq, *modseqs.last().unwrap(), "{name}");
+        // Nothing left to change: no MODSEQ taken, the state reported as it is.
+        let again = flags_change(FlagOp::Add, flags::SEEN, &[], None);
+        let out = store
+            .meta()
+            .update_flags(a, inbox, &[1, 2, 3, 99], &again)
+            .await
+            .unwrap();
+        assert!(out.modseqs.is_empty(), "{name}");
+        assert_eq!(out.updated.len(), 3, "{name}");
+        let after = store.meta().mailbox(a, inbox).await.unwrap();
+        assert_eq!(after.highestmodseq, record.highestmodseq, "{name}");
+        let err = store
+            .meta()
+            .update_flags(a, inbox + 1000, &[1], &again)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{name}: {err:?}");
+    }
+}
+
 /// Sessions changing the flags of the same messages at once must neither lose a change nor
 /// hand out one MODSEQ twice (RFC 7162 §3.1.1: a MODSEQ names one state of one message).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
