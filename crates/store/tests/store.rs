@@ -773,8 +773,8 @@ async fn text_index_finds_candidates_per_field_and_drains_its_backlog() {
     }
 }
 
-/// The same for system flags added and removed, which PostgreSQL changes in one statement
-/// computing the new flags from the row it updates: racing writers build on each other.
+/// The same for system flags added and removed by racing writers: every answer shows its own
+/// change made, the end state has all of them, and no MODSEQ is reported that names nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_system_flag_changes_all_land() {
     for (name, store, _dir) in stores().await {

@@ -815,108 +815,6 @@ async fn check_quota(tx: &Tx<'_>, account: AccountId, messages: u64, bytes: u64)
     Ok(())
 }
 
-impl PostgresStore {
-    /// The usual STORE, system flags added or removed, in one statement: the new flags are
-    /// computed by PostgreSQL from the row it updates, so a concurrent change to the same
-    /// message is waited for and built on (READ COMMITTED re-checks an updated row), never
-    /// lost, and there is nothing to read first. Keywords and UNCHANGEDSINCE take the general
-    /// path, which needs the rows as they were.
-    async fn add_or_remove_flags(
-        &self,
-        account: AccountId,
-        mailbox: MailboxId,
-        uids: &[u32],
-        change: &FlagChange,
-    ) -> Result<FlagOutcome> {
-        let c = self.client().await?;
-        // `m` takes the account's row (and its next MODSEQ) only if some message needs a
-        // change, and before `changed` locks any message row, as `lock_accounts` requires.
-        let st = cached(
-            &c,
-            "WITH mb AS (
-               SELECT id FROM mailboxes WHERE id = $2 AND account_id = $1
-             ), m AS (
-               UPDATE accounts SET modseq = modseq + 1
-               WHERE id = $1 AND EXISTS (
-                 SELECT 1 FROM mailbox_messages
-                 WHERE mailbox_id = (SELECT id FROM mb) AND uid = ANY($3)
-                   AND CASE WHEN $4 THEN flags | $5 ELSE flags & ~$5 END <> flags)
-               RETURNING modseq
-             ), changed AS (
-               UPDATE mailbox_messages mm
-               SET flags = CASE WHEN $4 THEN mm.flags | $5 ELSE mm.flags & ~$5 END,
-                 modseq = (SELECT modseq FROM m)
-               WHERE mm.mailbox_id = $2 AND mm.uid = ANY($3)
-                 AND CASE WHEN $4 THEN mm.flags | $5 ELSE mm.flags & ~$5 END <> mm.flags
-                 AND EXISTS (SELECT 1 FROM m)
-               RETURNING mm.uid, mm.hash, mm.size, mm.internal_date, mm.flags, mm.keywords,
-                 mm.modseq
-             ), mailbox AS (
-               UPDATE mailboxes SET highestmodseq = (SELECT modseq FROM m)
-               WHERE id = $2 AND EXISTS (SELECT 1 FROM changed)
-             )
-             SELECT ok.found, (SELECT modseq FROM m), r.*
-             FROM (SELECT EXISTS (SELECT 1 FROM mb) AS found) ok
-             LEFT JOIN (
-               SELECT * FROM changed
-               UNION ALL
-               SELECT uid, hash, size, internal_date, flags, keywords, modseq
-               FROM mailbox_messages
-               WHERE mailbox_id = (SELECT id FROM mb) AND uid = ANY($3)
-                 AND uid NOT IN (SELECT uid FROM changed)
-             ) r ON true",
-        )
-        .await?;
-        let uids: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
-        let add = change.op == FlagOp::Add;
-        let rows = c
-            .query(&st, &[&account, &mailbox, &uids, &add, &change.flags])
-            .await
-            .map_err(map_err)?;
-        if !rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
-            return Err(StoreError::NotFound(format!("mailbox {mailbox}")));
-        }
-        let mut outcome = FlagOutcome::default();
-        let modseq = rows[0].get::<_, Option<i64>>(1).map(|m| m as u64);
-        for r in rows.iter().filter(|r| r.get::<_, Option<i64>>(2).is_some()) {
-            outcome.updated.push(message_entry_at(r, 2)?);
-        }
-        // A message this statement found needing the change but not changed was changed by a
-        // concurrent writer it waited for; the row it returned is from before that. Read what
-        // is committed now, so the answer shows the flags as they are.
-        let done = |e: &MessageEntry| (e.flags & change.flags != 0) == add;
-        let stale: Vec<i64> = outcome
-            .updated
-            .iter()
-            .filter(|e| !done(e))
-            .map(|e| e.uid as i64)
-            .collect();
-        if !stale.is_empty() {
-            let read = cached(
-                &c,
-                &format!("SELECT {ENTRY_COLUMNS} WHERE mailbox_id = $1 AND uid = ANY($2)"),
-            )
-            .await?;
-            let fresh = c.query(&read, &[&mailbox, &stale]).await.map_err(map_err)?;
-            outcome.updated.retain(done);
-            for r in &fresh {
-                outcome.updated.push(message_entry(r)?);
-            }
-        }
-        outcome.updated.sort_by_key(|e| e.uid);
-        // A MODSEQ taken for changes concurrent writers made first names no change.
-        if let Some(m) = modseq.filter(|&m| outcome.updated.iter().any(|e| e.modseq == m)) {
-            outcome.modseqs.push(m);
-            let change = Change {
-                account,
-                modseq: Some(m),
-            };
-            self.notifier.announce(&[change]).await;
-        }
-        Ok(outcome)
-    }
-}
-
 #[async_trait]
 impl MetaStore for PostgresStore {
     async fn schema_version(&self) -> Result<i64> {
@@ -1585,14 +1483,6 @@ impl MetaStore for PostgresStore {
         uids: &[u32],
         change: &FlagChange,
     ) -> Result<FlagOutcome> {
-        if change.keywords.is_empty()
-            && change.unchanged_since.is_none()
-            && change.op != FlagOp::Replace
-        {
-            return self
-                .add_or_remove_flags(account, mailbox, uids, change)
-                .await;
-        }
         // Optimistic first: two autocommitted statements instead of a transaction of five
         // round trips, which is what a STORE's time went to. Messages another session
         // changed in between are done again under the account's lock, where no one else
