@@ -9,13 +9,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use trimaran_core::config::Config;
 
-// Sessions allocate and free many small buffers on every runtime thread. In a profile of an
-// IMAP FETCH load glibc's malloc and free took about 11% of the machine's CPU, mimalloc's
-// about 12%: no gain shown yet. Kept because the 2026-12-03 benchmarks ran with it; an A/B
-// run of `bench/imap-load` should decide.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "trimaran",
