@@ -77,6 +77,14 @@ pub(crate) struct Session {
     last_sync: Instant,
 }
 
+/// What a command answers when the mailbox it names does not exist.
+#[derive(Clone, Copy)]
+pub(crate) enum IfMissing {
+    Nonexistent,
+    /// TRYCREATE for a name in this account's own namespace (APPEND, COPY, MOVE).
+    TryCreate,
+}
+
 /// How often a session looks for changes made by other processes when nothing told it.
 const SYNC_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -548,6 +556,43 @@ impl Session {
             rights: Rights::ALL,
             shared_by: None,
         }))
+    }
+
+    /// The mailbox a command names and its name as a string; None when the command was answered
+    /// instead: a name that is not acceptable, no such mailbox, or a store failure.
+    pub(crate) async fn named_mailbox(
+        &mut self,
+        tag: &str,
+        raw: &[u8],
+        if_missing: IfMissing,
+    ) -> Option<(String, Target)> {
+        let name = match self.mailbox_name(raw) {
+            Ok(n) => n,
+            Err(why) => {
+                self.no(tag, why);
+                return None;
+            }
+        };
+        match self.resolve_mailbox(&name).await {
+            Ok(Some(t)) => Some((name, t)),
+            // RFC 9051 §6.3.12, §6.4.7: TRYCREATE tells the client it may create the mailbox
+            // and retry, which it cannot do in another account's namespace.
+            Ok(None)
+                if matches!(if_missing, IfMissing::TryCreate)
+                    && rights::split_shared(&name).is_none() =>
+            {
+                self.no(tag, "[TRYCREATE] No such mailbox");
+                None
+            }
+            Ok(None) => {
+                self.no(tag, "[NONEXISTENT] No such mailbox");
+                None
+            }
+            Err(e) => {
+                self.store_failed(tag, &e);
+                None
+            }
+        }
     }
 
     /// Answers NO unless `target` grants `right`: NOPERM when the mailbox is visible to this

@@ -9,31 +9,9 @@ use trimaran_core::store::StoreError;
 use crate::parser::MailboxArg;
 use crate::response;
 use crate::rights::{Rights, Target, LETTERS};
-use crate::session::{Flow, Session};
+use crate::session::{Flow, IfMissing, Session};
 
 impl Session {
-    /// The mailbox a command names, answered NONEXISTENT when this account cannot see it.
-    async fn acl_target(&mut self, tag: &str, raw: &[u8]) -> Option<(String, Target)> {
-        let name = match self.mailbox_name(raw) {
-            Ok(n) => n,
-            Err(why) => {
-                self.no(tag, why);
-                return None;
-            }
-        };
-        match self.resolve_mailbox(&name).await {
-            Ok(Some(t)) => Some((name, t)),
-            Ok(None) => {
-                self.no(tag, "[NONEXISTENT] No such mailbox");
-                None
-            }
-            Err(e) => {
-                self.store_failed(tag, &e);
-                None
-            }
-        }
-    }
-
     /// The owner's address of a target.
     fn owner_address(&self, target: &Target) -> String {
         target.shared_by.clone().unwrap_or_else(|| {
@@ -82,7 +60,7 @@ impl Session {
             }
             None => None,
         };
-        let Some((_, target)) = self.acl_target(tag, &raw).await else {
+        let Some((_, target)) = self.named_mailbox(tag, &raw, IfMissing::Nonexistent).await else {
             return Flow::Continue;
         };
         if !self.require(tag, &target, 'a') {
@@ -149,7 +127,8 @@ impl Session {
 
     /// GETACL (RFC 4314 §3.3): the owner first, with every right.
     pub(crate) async fn get_acl(&mut self, tag: &str, raw: MailboxArg) -> Flow {
-        let Some((name, target)) = self.acl_target(tag, &raw).await else {
+        let Some((name, target)) = self.named_mailbox(tag, &raw, IfMissing::Nonexistent).await
+        else {
             return Flow::Continue;
         };
         if !self.require(tag, &target, 'a') {
@@ -191,7 +170,8 @@ impl Session {
         raw: MailboxArg,
         identifier: Vec<u8>,
     ) -> Flow {
-        let Some((name, target)) = self.acl_target(tag, &raw).await else {
+        let Some((name, target)) = self.named_mailbox(tag, &raw, IfMissing::Nonexistent).await
+        else {
             return Flow::Continue;
         };
         if !self.require(tag, &target, 'a') {
@@ -221,7 +201,8 @@ impl Session {
 
     /// MYRIGHTS (RFC 4314 §3.5).
     pub(crate) async fn my_rights(&mut self, tag: &str, raw: MailboxArg) -> Flow {
-        let Some((name, target)) = self.acl_target(tag, &raw).await else {
+        let Some((name, target)) = self.named_mailbox(tag, &raw, IfMissing::Nonexistent).await
+        else {
             return Flow::Continue;
         };
         let utf8 = self.utf8;

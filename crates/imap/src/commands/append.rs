@@ -8,7 +8,7 @@ use trimaran_core::store::{now_unix, AppendRequest};
 
 use crate::parser::{AppendMessage, MailboxArg};
 use crate::rights::Rights;
-use crate::session::{uid_set, Flow, Session};
+use crate::session::{uid_set, Flow, IfMissing, Session};
 
 /// The flags of a request that `rights` allow setting: \Seen with "s", \Deleted with "t",
 /// the rest with "w" (RFC 4314 §4).
@@ -38,28 +38,8 @@ impl Session {
         raw: MailboxArg,
         messages: Vec<AppendMessage>,
     ) -> Flow {
-        let name = match self.mailbox_name(&raw) {
-            Ok(n) => n,
-            Err(why) => {
-                self.no(tag, why);
-                return Flow::Continue;
-            }
-        };
-        let target = match self.resolve_mailbox(&name).await {
-            Ok(Some(t)) => t,
-            Ok(None) if crate::rights::split_shared(&name).is_some() => {
-                self.no(tag, "[NONEXISTENT] No such mailbox");
-                return Flow::Continue;
-            }
-            // RFC 9051 §6.3.12: TRYCREATE tells the client it may create it and retry.
-            Ok(None) => {
-                self.no(tag, "[TRYCREATE] No such mailbox");
-                return Flow::Continue;
-            }
-            Err(e) => {
-                self.store_failed(tag, &e);
-                return Flow::Continue;
-            }
+        let Some((_, target)) = self.named_mailbox(tag, &raw, IfMissing::TryCreate).await else {
+            return Flow::Continue;
         };
         // RFC 4314 §4: APPEND needs "i".
         if !self.require(tag, &target, 'i') {

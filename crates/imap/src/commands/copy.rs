@@ -4,7 +4,7 @@ use trimaran_core::delivery::retry;
 use trimaran_core::store::{flags, FlagChange, FlagOp};
 
 use crate::parser::{MailboxArg, SeqSet};
-use crate::session::{uid_set, Flow, Session};
+use crate::session::{uid_set, Flow, IfMissing, Session};
 
 impl Session {
     pub(crate) async fn copy(
@@ -26,27 +26,8 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let name = match self.mailbox_name(&raw) {
-            Ok(n) => n,
-            Err(why) => {
-                self.no(tag, why);
-                return Flow::Continue;
-            }
-        };
-        let target = match self.resolve_mailbox(&name).await {
-            Ok(Some(t)) => t,
-            Ok(None) if crate::rights::split_shared(&name).is_some() => {
-                self.no(tag, "[NONEXISTENT] No such mailbox");
-                return Flow::Continue;
-            }
-            Ok(None) => {
-                self.no(tag, "[TRYCREATE] No such mailbox");
-                return Flow::Continue;
-            }
-            Err(e) => {
-                self.store_failed(tag, &e);
-                return Flow::Continue;
-            }
+        let Some((_, target)) = self.named_mailbox(tag, &raw, IfMissing::TryCreate).await else {
+            return Flow::Continue;
         };
         // RFC 4314 §4: "i" on the target; MOVE also "t" and "e" on the source (RFC 6851 §3.3).
         if !self.require(tag, &target, 'i') {

@@ -1,6 +1,8 @@
 //! IDLE (RFC 2177, RFC 9051 §6.3.13): changes are reported as they happen until DONE.
-//! Writes in this process wake the session at once; changes made by other processes are
-//! looked for every second.
+//! Writes in this process wake the session at once, and so do other processes' on the same
+//! PostgreSQL (their notices arrive through LISTEN). The session also looks every second, for
+//! a change whose notice was lost (a dropped notice connection, a writer that gave up waiting
+//! for its notice).
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@ use trimaran_core::delivery::retry;
 use trimaran_core::store::flags;
 
 use crate::parser::{MailboxArg, Qresync, SeqSet};
-use crate::session::{flag_list, uid_set, Flow, Selected, Session};
+use crate::session::{flag_list, uid_set, Flow, IfMissing, Selected, Session};
 
 impl Session {
     pub(crate) async fn select(
@@ -27,23 +27,11 @@ impl Session {
         if condstore {
             self.condstore = true;
         }
-        let name = match self.mailbox_name(&mailbox) {
-            Ok(n) => n,
-            Err(why) => {
-                self.no(tag, why);
-                return Flow::Continue;
-            }
-        };
-        let target = match self.resolve_mailbox(&name).await {
-            Ok(Some(t)) => t,
-            Ok(None) => {
-                self.no(tag, "[NONEXISTENT] No such mailbox");
-                return Flow::Continue;
-            }
-            Err(e) => {
-                self.store_failed(tag, &e);
-                return Flow::Continue;
-            }
+        let Some((_, target)) = self
+            .named_mailbox(tag, &mailbox, IfMissing::Nonexistent)
+            .await
+        else {
+            return Flow::Continue;
         };
         if !self.require(tag, &target, 'r') {
             return Flow::Continue;

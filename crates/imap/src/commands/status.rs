@@ -5,7 +5,7 @@ use trimaran_core::delivery::retry;
 use trimaran_core::store::{MailboxRecord, StoreError};
 
 use crate::parser::{MailboxArg, StatusItem};
-use crate::session::{Flow, Session};
+use crate::session::{Flow, IfMissing, Session};
 
 impl Session {
     pub(crate) async fn status(
@@ -14,23 +14,9 @@ impl Session {
         raw: MailboxArg,
         items: Vec<StatusItem>,
     ) -> Flow {
-        let name = match self.mailbox_name(&raw) {
-            Ok(n) => n,
-            Err(why) => {
-                self.no(tag, why);
-                return Flow::Continue;
-            }
-        };
-        let target = match self.resolve_mailbox(&name).await {
-            Ok(Some(t)) => t,
-            Ok(None) => {
-                self.no(tag, "[NONEXISTENT] No such mailbox");
-                return Flow::Continue;
-            }
-            Err(e) => {
-                self.store_failed(tag, &e);
-                return Flow::Continue;
-            }
+        let Some((name, target)) = self.named_mailbox(tag, &raw, IfMissing::Nonexistent).await
+        else {
+            return Flow::Continue;
         };
         // RFC 4314 §4: STATUS needs "r".
         if !self.require(tag, &target, 'r') {
