@@ -636,6 +636,34 @@ def test_search_stays_exact_while_the_index_is_rebuilt(box):
     m.logout()
 
 
+def test_long_text_is_searchable_at_once_and_indexed_after_its_delivery(box):
+    """A text/plain body of random words (an attachment sent as text, or spam) has far more
+    index tokens than a delivery indexes before answering its sender: the delivery stores its
+    text and the background indexer indexes it. SEARCH finds it before and after."""
+    import random
+    rnd = random.Random(7)
+    words = ["".join(rnd.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(30))
+             for _ in range(600)]
+    needle = words[300][5:17]
+    body = "\r\n".join(" ".join(words[i:i + 2]) for i in range(0, len(words), 2))
+    start = time.monotonic()
+    send(box, message(4, subject="random words").replace(b"body of message 4", body.encode()))
+    print(f"delivered in {(time.monotonic() - start) * 1000:.0f} ms")
+    m = login(box)
+    ok(m.select("INBOX"))
+    assert ok(m.search(None, "BODY", f'"{needle}"')) == [b"4"]
+    deadline = time.time() + 30
+    while int(box.sql("SELECT count(*) FROM search_backlog")[0][0]) > 0:
+        assert time.time() < deadline, "the backlog was not indexed"
+        time.sleep(0.2)
+    # Indexed: the answer no longer needs the text or the body.
+    box.sql("DELETE FROM message_text")
+    box.sql("DELETE FROM blobs")
+    assert ok(m.search(None, "BODY", f'"{needle}"')) == [b"4"]
+    assert ok(m.search(None, "BODY", f'"{words[3][:20]}"')) == [b"4"]
+    m.logout()
+
+
 def test_search_index_key_collision_is_checked_against_the_text(box):
     """The index names a message by the first 8 bytes of its hash. Should a second message
     share them (odds 2^-64 a pair), it is kept out of the index and always checked against its

@@ -109,7 +109,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&url).await?;
     tracing::info!(store = %url, "store open");
     tokio::spawn(maintenance(store.clone()));
-    tokio::spawn(trimaran_core::search_index::drain_backlog(store.clone()));
+    tokio::spawn(trimaran_core::search_index::index_backlog(store.clone()));
     let tls = tls::server_config(
         config.tls.cert.as_deref(),
         config.tls.key.as_deref(),

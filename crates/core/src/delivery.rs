@@ -116,7 +116,7 @@ fn build(raw: Vec<u8>, received_at: i64) -> NewMessage {
     NewMessage {
         meta,
         header,
-        text: Some(IndexedText::new(message::search_text(&raw))),
+        text: Some(IndexedText::for_delivery(message::search_text(&raw))),
         blob: StoredBlob::encode(&raw),
         received_at,
     }

@@ -1,6 +1,7 @@
-//! Keeps the SEARCH text index whole: messages stored before the index existed, or before its
-//! current form, wait in the store's backlog; this indexes them in the background. Until then
-//! every search treats them as candidates and checks their text, so answers stay exact.
+//! Keeps the SEARCH text index whole: messages stored before the index existed or before its
+//! current form, and delivered messages whose text is too long to index before the sender is
+//! answered, wait in the store's backlog; this indexes them in the background. Until then every
+//! search treats them as candidates and checks their text, so answers stay exact.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +12,12 @@ use crate::message;
 
 const BATCH: usize = 200;
 
-/// Indexes the backlog, a batch at a time, until it is empty; waits and tries again when the
-/// store is unavailable.
-pub async fn drain_backlog(store: Arc<Store>) {
+/// How long an empty backlog is left alone before it is looked at again.
+const IDLE: Duration = Duration::from_secs(2);
+
+/// Indexes the backlog, a batch at a time, for as long as the server runs; waits and tries
+/// again when the store is unavailable.
+pub async fn index_backlog(store: Arc<Store>) {
     let mut indexed = 0u64;
     loop {
         let batch = match store.meta().search_backlog(BATCH).await {
@@ -27,8 +31,10 @@ pub async fn drain_backlog(store: Arc<Store>) {
         if batch.is_empty() {
             if indexed > 0 {
                 tracing::info!(messages = indexed, "search index backlog done");
+                indexed = 0;
             }
-            return;
+            tokio::time::sleep(IDLE).await;
+            continue;
         }
         for (hash, text) in batch {
             let text = match text {

@@ -633,6 +633,86 @@ async fn acl_rights_are_kept_per_grantee_and_copies_cross_accounts() {
     }
 }
 
+/// A delivery whose text has more tokens than are indexed before its sender is answered
+/// stores the text and leaves the index to the backlog: searched by its text meanwhile, found
+/// in the index once the backlog is done; a short text is indexed with its delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_texts_are_indexed_after_their_delivery() {
+    use trimaran_store::search::{Field, INLINE_TOKENS};
+    for (name, store, _dir) in stores().await {
+        let ids = setup(&store, 1).await;
+        let mut short = message("short");
+        short.text = Some(IndexedText::for_delivery(SearchText {
+            header: "subject: short\n".into(),
+            body: "a few words\n".into(),
+        }));
+        assert!(!short.text.as_ref().unwrap().deferred);
+        let short_hash = short.blob.hash;
+        store
+            .deliver(local("short", short, ids.clone()))
+            .await
+            .unwrap();
+        // Random words of 19 characters: about 18 suffixes each, several times INLINE_TOKENS
+        // in all, fewer than MAX_TOKENS.
+        let body: String = (0..INLINE_TOKENS / 4)
+            .map(|i| format!("q{:x}zz ", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .collect();
+        let mut long = message("long");
+        long.text = Some(IndexedText::for_delivery(SearchText {
+            header: "subject: long\n".into(),
+            body: body.clone(),
+        }));
+        let indexed = long.text.clone().unwrap();
+        assert!(indexed.deferred && indexed.tokens.is_none(), "{name}");
+        let long_hash = long.blob.hash;
+        store
+            .deliver(local("long", long, ids.clone()))
+            .await
+            .unwrap();
+
+        let meta = store.meta();
+        assert_eq!(
+            meta.search_unindexed().await.unwrap(),
+            vec![long_hash],
+            "{name}"
+        );
+        let stored = meta
+            .search_texts(
+                &[long_hash],
+                TextParts {
+                    header: true,
+                    body: true,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            stored[0].1.body, body,
+            "{name}: the text is stored with the delivery"
+        );
+        let backlog = meta.search_backlog(10).await.unwrap();
+        assert_eq!(backlog.len(), 1, "{name}");
+        assert_eq!(backlog[0].0, long_hash, "{name}");
+        let text = IndexedText::new(backlog[0].1.clone().expect("stored text"));
+        assert!(text.tokens.is_some() && !text.deferred, "{name}");
+        meta.index_backlogged(&long_hash, &text).await.unwrap();
+        assert!(meta.search_unindexed().await.unwrap().is_empty(), "{name}");
+        let needle = body.split(' ').nth(7).unwrap();
+        let q = TextQuery::new(&needle[1..], &[Field::Body]).unwrap();
+        assert_eq!(
+            meta.search_index(&q).await.unwrap(),
+            vec![search::index_key(&long_hash)],
+            "{name}"
+        );
+        let q = TextQuery::new("few", &[Field::Body]).unwrap();
+        assert_eq!(
+            meta.search_index(&q).await.unwrap(),
+            vec![search::index_key(&short_hash)],
+            "{name}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_index_finds_candidates_per_field_and_drains_its_backlog() {
     use trimaran_store::search::Field;

@@ -277,7 +277,15 @@ async fn insert_message(
             .execute(&st, &[&hash, &indexed.text.header, &indexed.text.body])
             .await
             .map_err(map_err)?;
-        if fresh > 0 {
+        if fresh > 0 && indexed.deferred {
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO search_backlog (hash) VALUES ($1) ON CONFLICT DO NOTHING",
+                )
+                .await
+                .map_err(map_err)?;
+            tx.execute(&st, &[&hash]).await.map_err(map_err)?;
+        } else if fresh > 0 {
             index_text(tx, &msg.blob.hash, indexed).await?;
             // Delivered again while waiting in the backlog (stored before the index existed):
             // indexed now, and not a second time by the backlog.

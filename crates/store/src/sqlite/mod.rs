@@ -320,7 +320,11 @@ fn insert_message(conn: &Connection, msg: &NewMessage, write_blob: bool, now: i6
             )
             .and_then(|mut st| st.execute(params![hash, indexed.text.header, indexed.text.body]))
             .map_err(map_err)?;
-        if fresh > 0 {
+        if fresh > 0 && indexed.deferred {
+            conn.prepare_cached("INSERT OR IGNORE INTO search_backlog (hash) VALUES (?1)")
+                .and_then(|mut st| st.execute([&hash]))
+                .map_err(map_err)?;
+        } else if fresh > 0 {
             index_text(conn, &msg.blob.hash, indexed)?;
             // Delivered again while waiting in the backlog (stored before the index existed):
             // indexed now, and not a second time by the backlog.
