@@ -13,6 +13,33 @@ import uuid
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+def search_backlog(store):
+    """Messages a Trimaran store has still to put in its text index: a delivery leaves a long
+    text to the background indexer."""
+    sql = "SELECT count(*) FROM search_backlog"
+    if store.startswith("sqlite:"):
+        import sqlite3
+        path = store.split(":", 1)[1].removeprefix("//")
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            return db.execute(sql).fetchone()[0]
+        finally:
+            db.close()
+    out = subprocess.run(["psql", store, "-At", "-c", sql], check=True, capture_output=True,
+                         text=True)
+    return int(out.stdout.strip())
+
+
+def wait_for_index(store, limit=1800):
+    """Waits until the store's text index has every message; returns the seconds waited."""
+    started = time.monotonic()
+    while search_backlog(store) > 0:
+        if time.monotonic() - started > limit:
+            raise RuntimeError(f"the text index of {store} did not catch up in {limit} s")
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
 def trimaran_bin():
     explicit = os.environ.get("TRIMARAN_BIN")
     if explicit:

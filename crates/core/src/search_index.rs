@@ -37,6 +37,7 @@ pub async fn index_backlog(store: Arc<Store>) {
             continue;
         }
         for (hash, text) in batch {
+            let started = std::time::Instant::now();
             let text = match text {
                 Some(t) => t,
                 None => match store.read_blob(&hash).await {
@@ -64,7 +65,13 @@ pub async fn index_backlog(store: Arc<Store>) {
                 .await
                 .unwrap_or_default();
             match store.meta().index_backlogged(&hash, &text).await {
-                Ok(()) => indexed += 1,
+                Ok(()) => {
+                    indexed += 1;
+                    // Deliveries first: they have senders waiting on the same writer and
+                    // cores. Resting as long as the message took keeps the indexer to about
+                    // half of one core and of the store's writer while mail keeps arriving.
+                    tokio::time::sleep(started.elapsed()).await;
+                }
                 Err(e) => {
                     tracing::warn!(%hash, error = %e, "indexing a message failed; retrying");
                     tokio::time::sleep(Duration::from_secs(5)).await;
