@@ -361,16 +361,8 @@ impl Store {
         self.announce(Change::of(account));
     }
 
-    /// Tells this process's waiting sessions of a change that committed under one MODSEQ
-    /// (see [`Change::modseq`]).
-    pub fn changed_at(&self, account: AccountId, modseq: u64) {
-        self.announce(Change {
-            account,
-            modseq: Some(modseq),
-        });
-    }
-
-    fn announce(&self, change: Change) {
+    /// Tells this process's waiting sessions of a change.
+    pub fn announce(&self, change: Change) {
         // No receivers is not an error: nobody is waiting.
         let _ = self.changes.send(change);
     }

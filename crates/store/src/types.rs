@@ -349,6 +349,19 @@ pub struct FlagOutcome {
     pub modseqs: Vec<u64>,
 }
 
+impl FlagOutcome {
+    /// The notice of this change for `account`: none when nothing was written; its MODSEQ only
+    /// when one write did it all (see [`crate::Change::modseq`]).
+    pub fn change(&self, account: AccountId) -> Option<crate::Change> {
+        let modseq = match self.modseqs[..] {
+            [] => return None,
+            [m] => Some(m),
+            _ => None,
+        };
+        Some(crate::Change { account, modseq })
+    }
+}
+
 /// What changed in a mailbox since a session last looked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MailboxDelta {

@@ -464,7 +464,6 @@ impl Session {
 /// A batch of messages fetched together (one store call for their metadata).
 const FETCH_BATCH: usize = 64;
 
-/// What FETCH reads from the store before the body: the metadata and the header copy.
 /// Whether every item that needs the message's bytes needs only its top-level header block,
 /// and `header` is that block for this (current) metadata.
 fn serves_from_header(items: &[FetchAtt], meta: &MessageMeta, header: &[u8]) -> bool {

@@ -88,11 +88,8 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let store = &self.server.core.store;
-        match outcome.modseqs[..] {
-            [] => {} // nothing changed, nobody to tell
-            [m] => store.changed_at(account, m),
-            _ => store.changed(account),
+        if let Some(change) = outcome.change(account) {
+            self.server.core.store.announce(change);
         }
         let condstore = self.condstore;
         let mut lines = Vec::new();

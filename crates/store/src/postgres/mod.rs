@@ -600,8 +600,7 @@ async fn lock_accounts(tx: &Tx<'_>, accounts: &[AccountId]) -> Result<()> {
 }
 
 /// One round of a flag change: reads the entries of `uids`, writes the new flags of those
-/// whose MODSEQ is still the one read, and returns the UIDs another writer got to first and
-/// whether anything was written.
+/// whose MODSEQ is still the one read, and returns the UIDs another writer got to first.
 async fn flag_round(
     c: &impl GenericClient,
     account: AccountId,
@@ -609,7 +608,7 @@ async fn flag_round(
     uids: &[i64],
     change: &FlagChange,
     outcome: &mut FlagOutcome,
-) -> Result<(Vec<i64>, bool)> {
+) -> Result<Vec<i64>> {
     let read = cached(
         c,
         "SELECT mm.uid, mm.hash, mm.size, mm.internal_date, mm.flags, mm.keywords, mm.modseq
@@ -648,7 +647,7 @@ async fn flag_round(
         }
     }
     if to_change.is_empty() {
-        return Ok((Vec::new(), false));
+        return Ok(Vec::new());
     }
     // The account's next MODSEQ, the messages still as read, and the mailbox's HIGHESTMODSEQ
     // in one statement. SET evaluates `m` before a message row is written, so the account's
@@ -699,7 +698,7 @@ async fn flag_round(
             lost.push(e.uid as i64);
         }
     }
-    Ok((lost, !written.is_empty()))
+    Ok(lost)
 }
 
 /// Adds entries with consecutive new UIDs of `mailbox`; returns the UIDs.
@@ -1498,29 +1497,20 @@ impl MetaStore for PostgresStore {
         let mut c = self.client().await?;
         let mut outcome = FlagOutcome::default();
         let pending: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
-        let (lost, mut wrote) =
-            flag_round(&c, account, mailbox, &pending, change, &mut outcome).await?;
+        let lost = flag_round(&c, account, mailbox, &pending, change, &mut outcome).await?;
         if !lost.is_empty() {
             let tx = c.transaction().await.map_err(map_err)?;
             lock_accounts(&tx, &[account]).await?;
-            let (lost, wrote_locked) =
-                flag_round(&tx, account, mailbox, &lost, change, &mut outcome).await?;
+            let lost = flag_round(&tx, account, mailbox, &lost, change, &mut outcome).await?;
             if !lost.is_empty() {
                 return Err(StoreError::Internal(format!(
                     "messages {lost:?} changed while their account was locked"
                 )));
             }
             tx.commit().await.map_err(map_err)?;
-            wrote |= wrote_locked;
         }
-        if wrote {
-            // With two rounds the first may have written nothing; the notice names the MODSEQ
-            // only when one write did it all.
-            let modseq = match outcome.modseqs[..] {
-                [m] => Some(m),
-                _ => None,
-            };
-            self.notifier.announce(&[Change { account, modseq }]).await;
+        if let Some(change) = outcome.change(account) {
+            self.notifier.announce(&[change]).await;
         }
         outcome.updated.sort_by_key(|e| e.uid);
         outcome.modified.sort_unstable();
