@@ -34,12 +34,23 @@ fn local(id: &str, msg: NewMessage, accounts: Vec<AccountId>) -> Arc<Delivery> {
     })
 }
 
-async fn stores() -> Vec<(String, Arc<Store>, Option<tempfile::TempDir>)> {
+/// What a test store needs kept alive, and (PostgreSQL) where it is, for tests that need a
+/// connection of their own.
+struct Backing {
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<String>,
+}
+
+async fn stores() -> Vec<(String, Arc<Store>, Backing)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Store::open(&StoreUrl::Sqlite(dir.path().join("t.db")))
         .await
         .unwrap();
-    let mut out = vec![("sqlite".to_string(), sqlite, Some(dir))];
+    let backing = Backing {
+        _dir: Some(dir),
+        postgres: None,
+    };
+    let mut out = vec![("sqlite".to_string(), sqlite, backing)];
     if let Ok(base) = std::env::var("TRIMARAN_TEST_POSTGRES") {
         let db = format!("t{:016x}", rand_id());
         let admin = tokio_postgres::connect(&base, tokio_postgres::NoTls)
@@ -55,8 +66,12 @@ async fn stores() -> Vec<(String, Arc<Store>, Option<tempfile::TempDir>)> {
             Some((server, _)) => format!("{server}/{db}"),
             None => unreachable!("TRIMARAN_TEST_POSTGRES must end in /DATABASE"),
         };
-        let pg = Store::open(&StoreUrl::Postgres(url)).await.unwrap();
-        out.push(("postgres".to_string(), pg, None));
+        let pg = Store::open(&StoreUrl::Postgres(url.clone())).await.unwrap();
+        let backing = Backing {
+            _dir: None,
+            postgres: Some(url),
+        };
+        out.push(("postgres".to_string(), pg, backing));
     }
     out
 }
@@ -928,6 +943,124 @@ async fn concurrent_system_flag_changes_all_land() {
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::NotFound(_)), "{name}: {err:?}");
+    }
+}
+
+/// Many accounts changing flags at once (on PostgreSQL, written in groups): every change
+/// lands under its own MODSEQ of its account, UNCHANGEDSINCE still holds, nobody reaches a
+/// mailbox of another account, and an account locked by another writer is waited for, not
+/// skipped or failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_flag_changes_across_accounts_all_land() {
+    const ACCOUNTS: usize = 12;
+    const ROUNDS: usize = 10;
+    for (name, store, backing) in stores().await {
+        let accounts = setup(&store, ACCOUNTS).await;
+        let mut inboxes = Vec::new();
+        let mut before = Vec::new();
+        for &a in &accounts {
+            let inbox = mailbox_id(&store, a, INBOX).await;
+            let reqs: Vec<AppendRequest> = (0..4)
+                .map(|i| AppendRequest {
+                    message: message(&format!("across {a} {i}")),
+                    flags: 0,
+                    keywords: vec![],
+                })
+                .collect();
+            store.append(a, inbox, Arc::new(reqs)).await.unwrap();
+            inboxes.push(inbox);
+            before.push(store.meta().mailbox(a, inbox).await.unwrap().highestmodseq);
+        }
+        // Another writer holds the first account's row for a while (PostgreSQL only).
+        let holder = match &backing.postgres {
+            Some(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                client.batch_execute("BEGIN").await.unwrap();
+                client
+                    .execute(
+                        "SELECT id FROM accounts WHERE id = $1 FOR UPDATE",
+                        &[&accounts[0]],
+                    )
+                    .await
+                    .unwrap();
+                Some(tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    client.batch_execute("COMMIT").await.unwrap();
+                }))
+            }
+            None => None,
+        };
+        let mut tasks = Vec::new();
+        for (n, (&a, &inbox)) in accounts.iter().zip(&inboxes).enumerate() {
+            let store = store.clone();
+            let stale = before[n];
+            let elsewhere = inboxes[(n + 1) % ACCOUNTS];
+            tasks.push(tokio::spawn(async move {
+                let mut modseqs = Vec::new();
+                for r in 0..ROUNDS {
+                    let change = flags_change(FlagOp::Add, 0, &[&format!("k{r}")], None);
+                    let out = store
+                        .meta()
+                        .update_flags(a, inbox, &[1, 2, 3, 4], &change)
+                        .await
+                        .unwrap();
+                    assert_eq!(out.updated.len(), 4);
+                    assert_eq!(out.modseqs.len(), 1);
+                    assert!(out.updated.iter().all(|e| e.modseq == out.modseqs[0]));
+                    modseqs.push(out.modseqs[0]);
+                    // Changed since `stale` by the first round: left alone, reported.
+                    let guarded = flags_change(FlagOp::Add, 0, &["late"], Some(stale));
+                    let out = store
+                        .meta()
+                        .update_flags(a, inbox, &[2], &guarded)
+                        .await
+                        .unwrap();
+                    assert_eq!(out.modified, vec![2]);
+                    assert!(out.updated.is_empty() && out.modseqs.is_empty());
+                    // Another account's mailbox is not found from this account (G4).
+                    let intrusion = flags_change(FlagOp::Add, 0, &["intruder"], None);
+                    let err = store
+                        .meta()
+                        .update_flags(a, elsewhere, &[1], &intrusion)
+                        .await
+                        .unwrap_err();
+                    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+                }
+                modseqs
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.push(t.await.unwrap());
+        }
+        if let Some(h) = holder {
+            h.await.unwrap();
+        }
+        let want: Vec<String> = (0..ROUNDS).map(|r| format!("k{r}")).collect();
+        for (n, modseqs) in all.iter().enumerate() {
+            assert!(
+                modseqs.windows(2).all(|w| w[0] < w[1]),
+                "{name}: MODSEQs of account {n} not increasing: {modseqs:?}"
+            );
+            let (a, inbox) = (accounts[n], inboxes[n]);
+            let record = store.meta().mailbox(a, inbox).await.unwrap();
+            assert_eq!(record.highestmodseq, *modseqs.last().unwrap(), "{name}");
+            for e in store.meta().mailbox_entries(inbox).await.unwrap() {
+                let mut kw = e.keywords.clone();
+                kw.sort();
+                assert_eq!(kw, want, "{name}: account {n}, message {}", e.uid);
+                assert_eq!(e.modseq, *modseqs.last().unwrap(), "{name}");
+            }
+            let delta = store
+                .meta()
+                .mailbox_delta(a, inbox, before[n])
+                .await
+                .unwrap();
+            assert_eq!(delta.changed.len(), 4, "{name}");
+        }
     }
 }
 

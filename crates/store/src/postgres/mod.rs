@@ -22,12 +22,14 @@ use crate::search::{IndexedText, SearchText, TextParts, TextQuery};
 use crate::types::*;
 use crate::{Change, MetaStore};
 
+mod flags;
 mod notices;
 
 pub struct PostgresStore {
     pool: Pool,
     config: tokio_postgres::Config,
     notifier: notices::Notifier,
+    flags: flags::FlagWriter,
 }
 
 /// Pool size: enough for concurrent deliveries to share WAL flushes, small enough for a
@@ -120,6 +122,7 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let store = PostgresStore {
+            flags: flags::FlagWriter::start(pool.clone()),
             pool,
             notifier: notices::Notifier::start(config_for_feed.clone()),
             config: config_for_feed,
@@ -597,108 +600,6 @@ async fn lock_accounts(tx: &Tx<'_>, accounts: &[AccountId]) -> Result<()> {
     .await?;
     tx.query(&st, &[&accounts]).await.map_err(map_err)?;
     Ok(())
-}
-
-/// One round of a flag change: reads the entries of `uids`, writes the new flags of those
-/// whose MODSEQ is still the one read, and returns the UIDs another writer got to first.
-async fn flag_round(
-    c: &impl GenericClient,
-    account: AccountId,
-    mailbox: MailboxId,
-    uids: &[i64],
-    change: &FlagChange,
-    outcome: &mut FlagOutcome,
-) -> Result<Vec<i64>> {
-    let read = cached(
-        c,
-        "SELECT mm.uid, mm.hash, mm.size, mm.internal_date, mm.flags, mm.keywords, mm.modseq
-         FROM mailboxes mb
-         LEFT JOIN mailbox_messages mm ON mm.mailbox_id = mb.id AND mm.uid = ANY($3)
-         WHERE mb.id = $1 AND mb.account_id = $2
-         ORDER BY mm.uid",
-    )
-    .await?;
-    let rows = c
-        .query(&read, &[&mailbox, &account, &uids])
-        .await
-        .map_err(map_err)?;
-    if rows.is_empty() {
-        return Err(StoreError::NotFound(format!("mailbox {mailbox}")));
-    }
-    let mut to_change = Vec::new();
-    for r in rows.iter().filter(|r| r.get::<_, Option<i64>>(0).is_some()) {
-        let e = message_entry(r)?;
-        if change.unchanged_since.is_some_and(|since| e.modseq > since) {
-            outcome.modified.push(e.uid);
-            continue;
-        }
-        let (flags, keywords) = change.apply(e.flags, &e.keywords);
-        if flags == e.flags && keywords == e.keywords {
-            outcome.updated.push(e);
-        } else {
-            to_change.push((
-                e.modseq as i64,
-                MessageEntry {
-                    flags,
-                    keywords,
-                    ..e
-                },
-            ));
-        }
-    }
-    if to_change.is_empty() {
-        return Ok(Vec::new());
-    }
-    // The account's next MODSEQ, the messages still as read, and the mailbox's HIGHESTMODSEQ
-    // in one statement. SET evaluates `m` before a message row is written, so the account's
-    // row is locked first, as `lock_accounts` requires.
-    let write = cached(
-        c,
-        "WITH m AS (
-           UPDATE accounts SET modseq = modseq + 1 WHERE id = $1 RETURNING modseq
-         ), changed AS (
-           UPDATE mailbox_messages mm SET flags = t.f, keywords = t.k,
-             modseq = (SELECT modseq FROM m)
-           FROM unnest($3::BIGINT[], $4::BIGINT[], $5::TEXT[], $6::BIGINT[]) AS t(u, f, k, old)
-           WHERE mm.mailbox_id = $2 AND mm.uid = t.u AND mm.modseq = t.old
-           RETURNING mm.uid
-         ), mailbox AS (
-           UPDATE mailboxes SET highestmodseq = (SELECT modseq FROM m)
-           WHERE id = $2 AND EXISTS (SELECT 1 FROM changed)
-         )
-         SELECT (SELECT modseq FROM m), ARRAY(SELECT uid FROM changed)",
-    )
-    .await?;
-    let uids: Vec<i64> = to_change.iter().map(|(_, e)| e.uid as i64).collect();
-    let flags: Vec<i64> = to_change.iter().map(|(_, e)| e.flags).collect();
-    let keywords: Vec<String> = to_change
-        .iter()
-        .map(|(_, e)| keywords_to_text(&e.keywords))
-        .collect();
-    let old: Vec<i64> = to_change.iter().map(|(m, _)| *m).collect();
-    let row = c
-        .query_one(
-            &write,
-            &[&account, &mailbox, &uids, &flags, &keywords, &old],
-        )
-        .await
-        .map_err(map_err)?;
-    let modseq = row.get::<_, i64>(0) as u64;
-    let written: Vec<i64> = row.get(1);
-    // Taken but unused when every row was lost: it names no change.
-    if !written.is_empty() {
-        outcome.modseqs.push(modseq);
-    }
-    let mut lost = Vec::new();
-    for (_, mut e) in to_change {
-        if written.contains(&(e.uid as i64)) {
-            e.modseq = modseq;
-            outcome.updated.push(e);
-        } else {
-            lost.push(e.uid as i64);
-        }
-    }
-    Ok(lost)
 }
 
 /// Adds entries with consecutive new UIDs of `mailbox`; returns the UIDs.
@@ -1490,30 +1391,10 @@ impl MetaStore for PostgresStore {
         uids: &[u32],
         change: &FlagChange,
     ) -> Result<FlagOutcome> {
-        // Optimistic first: two autocommitted statements instead of a transaction of five
-        // round trips, which is what a STORE's time went to. Messages another session
-        // changed in between are done again under the account's lock, where no one else
-        // can change them.
-        let mut c = self.client().await?;
-        let mut outcome = FlagOutcome::default();
-        let pending: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
-        let lost = flag_round(&c, account, mailbox, &pending, change, &mut outcome).await?;
-        if !lost.is_empty() {
-            let tx = c.transaction().await.map_err(map_err)?;
-            lock_accounts(&tx, &[account]).await?;
-            let lost = flag_round(&tx, account, mailbox, &lost, change, &mut outcome).await?;
-            if !lost.is_empty() {
-                return Err(StoreError::Internal(format!(
-                    "messages {lost:?} changed while their account was locked"
-                )));
-            }
-            tx.commit().await.map_err(map_err)?;
-        }
+        let outcome = self.flags.update(account, mailbox, uids, change).await?;
         if let Some(change) = outcome.change(account) {
             self.notifier.announce(&[change]).await;
         }
-        outcome.updated.sort_by_key(|e| e.uid);
-        outcome.modified.sort_unstable();
         Ok(outcome)
     }
 
