@@ -268,38 +268,35 @@ async fn insert_message(
     )
     .await
     .map_err(map_err)?;
-    if let Some(indexed) = &msg.text {
-        let st = tx
-            .prepare_cached(
-                "INSERT INTO message_text (hash, header, body) VALUES ($1, $2, $3)
-                 ON CONFLICT (hash) DO NOTHING",
-            )
-            .await
-            .map_err(map_err)?;
-        let fresh = tx
-            .execute(&st, &[&hash, &indexed.text.header, &indexed.text.body])
-            .await
-            .map_err(map_err)?;
-        if fresh > 0 && indexed.deferred {
+    // Every message is in the text index or waiting for it: never silently unsearchable.
+    let backlog = match &msg.text {
+        Some(indexed) => {
             let st = tx
                 .prepare_cached(
-                    "INSERT INTO search_backlog (hash) VALUES ($1) ON CONFLICT DO NOTHING",
+                    "INSERT INTO message_text (hash, header, body) VALUES ($1, $2, $3)
+                     ON CONFLICT (hash) DO NOTHING",
                 )
                 .await
                 .map_err(map_err)?;
-            tx.execute(&st, &[&hash]).await.map_err(map_err)?;
-        } else if fresh > 0 {
-            index_text(tx, &msg.blob.hash, indexed).await?;
-            // Delivered again while waiting in the backlog (stored before the index existed):
-            // indexed now, and not a second time by the backlog.
-            let st = tx
-                .prepare_cached("DELETE FROM search_backlog WHERE hash = $1")
+            let fresh = tx
+                .execute(&st, &[&hash, &indexed.text.header, &indexed.text.body])
                 .await
                 .map_err(map_err)?;
-            tx.execute(&st, &[&hash]).await.map_err(map_err)?;
+            if fresh > 0 && !indexed.deferred {
+                index_text(tx, &msg.blob.hash, indexed).await?;
+                // Delivered again while waiting in the backlog (stored before the index
+                // existed): indexed now, and not a second time by the backlog.
+                let st = tx
+                    .prepare_cached("DELETE FROM search_backlog WHERE hash = $1")
+                    .await
+                    .map_err(map_err)?;
+                tx.execute(&st, &[&hash]).await.map_err(map_err)?;
+            }
+            fresh > 0 && indexed.deferred
         }
-    } else {
-        // Every message is in the text index or waiting for it: never silently unsearchable.
+        None => true,
+    };
+    if backlog {
         let st = tx
             .prepare_cached("INSERT INTO search_backlog (hash) VALUES ($1) ON CONFLICT DO NOTHING")
             .await

@@ -312,28 +312,31 @@ fn insert_message(conn: &Connection, msg: &NewMessage, write_blob: bool, now: i6
         ])
     })
     .map_err(map_err)?;
-    if let Some(indexed) = &msg.text {
-        let fresh = conn
-            .prepare_cached(
-                "INSERT INTO message_text (hash, header, body) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (hash) DO NOTHING",
-            )
-            .and_then(|mut st| st.execute(params![hash, indexed.text.header, indexed.text.body]))
-            .map_err(map_err)?;
-        if fresh > 0 && indexed.deferred {
-            conn.prepare_cached("INSERT OR IGNORE INTO search_backlog (hash) VALUES (?1)")
-                .and_then(|mut st| st.execute([&hash]))
+    // Every message is in the text index or waiting for it: never silently unsearchable.
+    let backlog = match &msg.text {
+        Some(indexed) => {
+            let fresh = conn
+                .prepare_cached(
+                    "INSERT INTO message_text (hash, header, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (hash) DO NOTHING",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![hash, indexed.text.header, indexed.text.body])
+                })
                 .map_err(map_err)?;
-        } else if fresh > 0 {
-            index_text(conn, &msg.blob.hash, indexed)?;
-            // Delivered again while waiting in the backlog (stored before the index existed):
-            // indexed now, and not a second time by the backlog.
-            conn.prepare_cached("DELETE FROM search_backlog WHERE hash = ?1")
-                .and_then(|mut st| st.execute([&hash]))
-                .map_err(map_err)?;
+            if fresh > 0 && !indexed.deferred {
+                index_text(conn, &msg.blob.hash, indexed)?;
+                // Delivered again while waiting in the backlog (stored before the index
+                // existed): indexed now, and not a second time by the backlog.
+                conn.prepare_cached("DELETE FROM search_backlog WHERE hash = ?1")
+                    .and_then(|mut st| st.execute([&hash]))
+                    .map_err(map_err)?;
+            }
+            fresh > 0 && indexed.deferred
         }
-    } else {
-        // Every message is in the text index or waiting for it: never silently unsearchable.
+        None => true,
+    };
+    if backlog {
         conn.prepare_cached("INSERT OR IGNORE INTO search_backlog (hash) VALUES (?1)")
             .and_then(|mut st| st.execute([&hash]))
             .map_err(map_err)?;
