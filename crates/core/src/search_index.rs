@@ -19,6 +19,7 @@ const IDLE: Duration = Duration::from_secs(2);
 /// again when the store is unavailable.
 pub async fn index_backlog(store: Arc<Store>) {
     let mut indexed = 0u64;
+    let mut tidy_failing = false;
     loop {
         let batch = match store.meta().search_backlog(BATCH).await {
             Ok(b) => b,
@@ -32,6 +33,18 @@ pub async fn index_backlog(store: Arc<Store>) {
             if indexed > 0 {
                 tracing::info!(messages = indexed, "search index backlog done");
                 indexed = 0;
+            }
+            // Deliveries index their messages too, so this runs at every idle turn, not only
+            // after the backlog's own work.
+            match store.meta().tidy_search_index().await {
+                Ok(()) => tidy_failing = false,
+                // Once per spell of failures (an outage, a standby, a missing privilege):
+                // searches stay correct, only slower.
+                Err(e) if !tidy_failing => {
+                    tidy_failing = true;
+                    tracing::warn!(error = %e, "tidying the search index failed");
+                }
+                Err(_) => {}
             }
             tokio::time::sleep(IDLE).await;
             continue;

@@ -210,6 +210,9 @@ pub trait MetaStore: Send + Sync {
     /// Puts a message of the backlog into the index (storing `text` if it had none). Doing it
     /// twice, or in two processes at once, indexes it once.
     async fn index_backlogged(&self, hash: &BlobHash, text: &IndexedText) -> Result<()>;
+    /// Moves index entries written since the last call to where searches find them fastest,
+    /// while nothing is waiting to be indexed. Cheap when there is nothing to move.
+    async fn tidy_search_index(&self) -> Result<()>;
 }
 
 /// A change notice meaning "any account may have changed" (after a lost connection).

@@ -728,6 +728,73 @@ async fn long_texts_are_indexed_after_their_delivery() {
     }
 }
 
+/// Index entries of new deliveries wait in PostgreSQL's GIN pending list, which every search
+/// reads whole, until the search index is tidied; then they are in the index proper and still
+/// found. (SQLite has nothing pending; tidying it does nothing and fails nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tidying_the_search_index_empties_its_pending_list() {
+    use trimaran_store::search::Field;
+    for (name, store, backing) in stores().await {
+        let ids = setup(&store, 1).await;
+        let mut keys = Vec::new();
+        for i in 0..20 {
+            let mut msg = message(&format!("pending {i}"));
+            msg.text = Some(IndexedText::for_delivery(SearchText {
+                header: format!("subject: pending {i}\n"),
+                body: format!("tidyneedle word{i} and some more words\n"),
+            }));
+            keys.push(search::index_key(&msg.blob.hash));
+            store
+                .deliver(local(&format!("p{i}"), msg, ids.clone()))
+                .await
+                .unwrap();
+        }
+        keys.sort_unstable();
+        let pending = match &backing.postgres {
+            Some(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                client
+                    .batch_execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+                    .await
+                    .unwrap();
+                Some(client)
+            }
+            None => None,
+        };
+        if let Some(c) = &pending {
+            let row = c
+                .query_one(
+                    "SELECT pending_pages FROM pgstatginindex('text_index_tokens')",
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert!(
+                row.get::<_, i32>(0) > 0,
+                "{name}: deliveries went to the pending list"
+            );
+        }
+        store.meta().tidy_search_index().await.unwrap();
+        if let Some(c) = &pending {
+            let row = c
+                .query_one(
+                    "SELECT pending_pages FROM pgstatginindex('text_index_tokens')",
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, i32>(0), 0, "{name}");
+        }
+        let q = TextQuery::new("dyneedl", &[Field::Body]).unwrap();
+        let mut found = store.meta().search_index(&q).await.unwrap();
+        found.sort_unstable();
+        assert_eq!(found, keys, "{name}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_index_finds_candidates_per_field_and_drains_its_backlog() {
     use trimaran_store::search::Field;
