@@ -76,6 +76,21 @@ async fn stores() -> Vec<(String, Arc<Store>, Backing)> {
     out
 }
 
+/// A PostgreSQL connection of a test's own, beside the store's.
+async fn own_connection(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Pages in the pending list of the text index's GIN index (needs pgstattuple).
+async fn gin_pending_pages(c: &tokio_postgres::Client) -> i32 {
+    let sql = "SELECT pending_pages FROM pgstatginindex('text_index_tokens')";
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
 fn rand_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -383,6 +398,28 @@ async fn maildrop_leases_are_exclusive_renewable_and_lapse() {
             "{name}"
         );
     }
+}
+
+/// Appends `n` small messages ("TEXT 0", "TEXT 1", ...) with `flags` to `mailbox`.
+async fn append_messages(
+    store: &Store,
+    account: AccountId,
+    mailbox: MailboxId,
+    text: &str,
+    n: usize,
+    flags: i64,
+) {
+    let reqs: Vec<AppendRequest> = (0..n)
+        .map(|i| AppendRequest {
+            message: message(&format!("{text} {i}")),
+            flags,
+            keywords: vec![],
+        })
+        .collect();
+    store
+        .append(account, mailbox, Arc::new(reqs))
+        .await
+        .unwrap();
 }
 
 async fn mailbox_id(store: &Store, account: AccountId, name: &str) -> MailboxId {
@@ -752,10 +789,7 @@ async fn tidying_the_search_index_empties_its_pending_list() {
         keys.sort_unstable();
         let pending = match &backing.postgres {
             Some(url) => {
-                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(connection);
+                let client = own_connection(url).await;
                 client
                     .batch_execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
                     .await
@@ -765,28 +799,14 @@ async fn tidying_the_search_index_empties_its_pending_list() {
             None => None,
         };
         if let Some(c) = &pending {
-            let row = c
-                .query_one(
-                    "SELECT pending_pages FROM pgstatginindex('text_index_tokens')",
-                    &[],
-                )
-                .await
-                .unwrap();
             assert!(
-                row.get::<_, i32>(0) > 0,
+                gin_pending_pages(c).await > 0,
                 "{name}: deliveries went to the pending list"
             );
         }
         store.meta().tidy_search_index().await.unwrap();
         if let Some(c) = &pending {
-            let row = c
-                .query_one(
-                    "SELECT pending_pages FROM pgstatginindex('text_index_tokens')",
-                    &[],
-                )
-                .await
-                .unwrap();
-            assert_eq!(row.get::<_, i32>(0), 0, "{name}");
+            assert_eq!(gin_pending_pages(c).await, 0, "{name}");
         }
         let q = TextQuery::new("dyneedl", &[Field::Body]).unwrap();
         let mut found = store.meta().search_index(&q).await.unwrap();
@@ -942,14 +962,7 @@ async fn concurrent_system_flag_changes_all_land() {
     for (name, store, _dir) in stores().await {
         let a = setup(&store, 1).await[0];
         let inbox = mailbox_id(&store, a, INBOX).await;
-        let reqs: Vec<AppendRequest> = (0..3)
-            .map(|i| AppendRequest {
-                message: message(&format!("system race {i}")),
-                flags: flags::DRAFT,
-                keywords: vec![],
-            })
-            .collect();
-        store.append(a, inbox, Arc::new(reqs)).await.unwrap();
+        append_messages(&store, a, inbox, "system race", 3, flags::DRAFT).await;
         let changes = [
             (FlagOp::Add, flags::SEEN),
             (FlagOp::Add, flags::ANSWERED),
@@ -1027,24 +1040,14 @@ async fn concurrent_flag_changes_across_accounts_all_land() {
         let mut before = Vec::new();
         for &a in &accounts {
             let inbox = mailbox_id(&store, a, INBOX).await;
-            let reqs: Vec<AppendRequest> = (0..4)
-                .map(|i| AppendRequest {
-                    message: message(&format!("across {a} {i}")),
-                    flags: 0,
-                    keywords: vec![],
-                })
-                .collect();
-            store.append(a, inbox, Arc::new(reqs)).await.unwrap();
+            append_messages(&store, a, inbox, &format!("across {a}"), 4, 0).await;
             inboxes.push(inbox);
             before.push(store.meta().mailbox(a, inbox).await.unwrap().highestmodseq);
         }
         // Another writer holds the first account's row for a while (PostgreSQL only).
         let holder = match &backing.postgres {
             Some(url) => {
-                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                tokio::spawn(connection);
+                let client = own_connection(url).await;
                 client.batch_execute("BEGIN").await.unwrap();
                 client
                     .execute(
@@ -1138,14 +1141,7 @@ async fn concurrent_flag_changes_to_the_same_messages_all_land() {
     for (name, store, _dir) in stores().await {
         let a = setup(&store, 1).await[0];
         let inbox = mailbox_id(&store, a, INBOX).await;
-        let reqs: Vec<AppendRequest> = (0..3)
-            .map(|i| AppendRequest {
-                message: message(&format!("race {i}")),
-                flags: 0,
-                keywords: vec![],
-            })
-            .collect();
-        store.append(a, inbox, Arc::new(reqs)).await.unwrap();
+        append_messages(&store, a, inbox, "race", 3, 0).await;
         let base = store.meta().mailbox(a, inbox).await.unwrap().highestmodseq;
         let tasks: Vec<_> = (0..16)
             .map(|i| {
