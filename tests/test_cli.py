@@ -1,5 +1,7 @@
 """The administration CLI: clear output, one-line errors, non-zero exits, passwords never in argv."""
 
+import base64
+import re
 import subprocess
 
 import pytest
@@ -11,7 +13,8 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_help_for_every_subcommand():
     for args in (["--help"], ["serve", "--help"], ["domain", "--help"], ["account", "--help"],
-                 ["alias", "--help"], ["mail", "--help"], ["mail", "list", "--help"], ["queue", "--help"]):
+                 ["alias", "--help"], ["mail", "--help"], ["mail", "list", "--help"], ["queue", "--help"],
+                 ["dkim", "--help"], ["dkim", "generate", "--help"]):
         out = subprocess.run([trimaran_bin(), *args], capture_output=True, text=True)
         assert out.returncode == 0 and "Usage:" in out.stdout, args
 
@@ -108,3 +111,56 @@ def test_config_file_and_disabled_listeners(make_server, tmp_path):
     bad.write_text("hostnme = 'typo'\n")
     out = subprocess.run([trimaran_bin(), "--config", str(bad), "domain", "list"], capture_output=True, text=True)
     assert out.returncode != 0 and "unknown field" in out.stderr
+
+
+def published_value(output, selector, domain):
+    """The TXT value in `dkim generate`'s zone-file line, its strings joined (RFC 6376 §3.6.2.2)."""
+    line = output.splitlines()[1]
+    m = re.fullmatch(rf'{re.escape(selector)}\._domainkey\.{re.escape(domain)}\. IN TXT \( (.*) \)', line)
+    assert m, line
+    strings = re.findall(r'"([^"]*)"', m.group(1))
+    assert strings and all(len(s) <= 255 for s in strings), strings
+    return "".join(strings)
+
+
+def test_dkim_keys_are_made_stored_and_published(make_server, tmp_path):
+    server = make_server(start=False)
+    out = server.cli("dkim", "generate", "Example.TEST", "--selector", "s2026").stdout.decode()
+    assert out.splitlines()[0] == "Stored rsa-sha256 key s2026 of example.test. Publish this DNS record:"
+    rsa = published_value(out, "s2026", "example.test")
+    assert rsa.startswith("v=DKIM1; k=rsa; p="), rsa
+    # An independent reader takes p= as a 2048-bit RSA SubjectPublicKeyInfo.
+    der = tmp_path / "rsa.der"
+    der.write_bytes(base64.b64decode(rsa.split("p=", 1)[1], validate=True))
+    text = subprocess.run(["openssl", "pkey", "-pubin", "-inform", "DER", "-in", str(der), "-noout", "-text"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "Public-Key: (2048 bit)" in text, text
+
+    out = server.cli("dkim", "generate", "example.test", "--algorithm", "ed25519").stdout.decode()
+    m = re.match(r"Stored ed25519-sha256 key (ed25519-\d{8}) of example\.test\.", out)
+    assert m, out
+    ed = published_value(out, m.group(1), "example.test")
+    # RFC 8463 §4: the raw 32-byte key.
+    assert ed.startswith("v=DKIM1; k=ed25519; p=") and len(base64.b64decode(ed.split("p=", 1)[1])) == 32
+
+    listing = [line.split("\t") for line in server.cli("dkim", "list").stdout.decode().splitlines()]
+    assert sorted(listing) == sorted([["example.test", "s2026", "rsa-sha256", rsa],
+                                      ["example.test", m.group(1), "ed25519-sha256", ed]])
+
+    # Refused, with one clear line each, and nothing changed.
+    for args, needle in ((["example.test", "--selector", "s2026"], "already exists"),
+                         (["unknown.test"], "domain unknown.test not found"),
+                         (["example.test", "--selector", "bad_selector"], "not a valid selector"),
+                         (["example.test", "--algorithm", "dsa"], "invalid value")):
+        proc = server.cli("dkim", "generate", *args, check=False)
+        err = proc.stderr.decode()
+        assert proc.returncode != 0 and needle in err, (args, err)
+    again = [line.split("\t") for line in server.cli("dkim", "list").stdout.decode().splitlines()]
+    assert sorted(again) == sorted(listing)
+    # The private key is printed nowhere.
+    assert "PRIVATE" not in out and "BEGIN" not in out
+
+    # A key goes with its domain.
+    server.cli("account", "remove", "alice@example.test")
+    server.cli("domain", "remove", "example.test")
+    assert server.cli("dkim", "list").stdout == b""

@@ -8,7 +8,8 @@ use clap::Subcommand;
 use trimaran_core::address;
 use trimaran_core::auth::hash_password;
 use trimaran_core::config::Config;
-use trimaran_core::store::{AccountId, Store, StoreUrl, INBOX};
+use trimaran_core::dkim;
+use trimaran_core::store::{AccountId, DkimKey as StoredDkimKey, Store, StoreUrl, INBOX};
 
 #[derive(Subcommand)]
 pub enum DomainCommand {
@@ -111,6 +112,24 @@ pub enum QueueCommand {
     List,
 }
 
+#[derive(Subcommand)]
+pub enum DkimCommand {
+    /// Make a signing key for DOMAIN (a local domain), keep it in the store, and print the DNS
+    /// TXT record to publish at SELECTOR._domainkey.DOMAIN.
+    Generate {
+        domain: String,
+        /// rsa: rsa-sha256 with 2048 bits, which every verifier knows; ed25519: ed25519-sha256
+        /// (RFC 8463), short, not yet verified everywhere.
+        #[arg(long, default_value = "rsa", value_parser = ["rsa", "ed25519"])]
+        algorithm: String,
+        /// The key's name in DNS (default: ALGORITHM-YYYYMMDD).
+        #[arg(long)]
+        selector: Option<String>,
+    },
+    /// One line per key: domain, selector, algorithm, the TXT record's value (tab-separated).
+    List,
+}
+
 async fn open(config: &Config) -> anyhow::Result<Arc<Store>> {
     let url: StoreUrl = config.store_url().parse()?;
     if let StoreUrl::Sqlite(path) = &url {
@@ -171,6 +190,54 @@ pub async fn domain(config: Config, cmd: DomainCommand) -> anyhow::Result<()> {
         }
         DomainCommand::Remove { domain } => {
             store.meta().remove_domain(&domain_arg(&domain)?).await?
+        }
+    }
+    Ok(())
+}
+
+pub async fn dkim(config: Config, cmd: DkimCommand) -> anyhow::Result<()> {
+    let store = open(&config).await?;
+    match cmd {
+        DkimCommand::Generate {
+            domain,
+            algorithm,
+            selector,
+        } => {
+            let domain = domain_arg(&domain)?;
+            let algorithm = match algorithm.as_str() {
+                "ed25519" => dkim::Algorithm::Ed25519Sha256,
+                _ => dkim::Algorithm::RsaSha256,
+            };
+            let selector = selector.unwrap_or_else(|| dkim::default_selector(algorithm));
+            dkim::check_selector(&selector)?;
+            let key = tokio::task::spawn_blocking(move || dkim::generate(algorithm)).await??;
+            let record = StoredDkimKey {
+                domain: domain.clone(),
+                selector: selector.clone(),
+                algorithm: algorithm.tag().to_string(),
+                private_key: key.private_key,
+                public_key: key.public_key,
+                created: 0,
+            };
+            store.meta().add_dkim_key(&record).await?;
+            let value = dkim::txt_value(algorithm, &record.public_key);
+            println!(
+                "Stored {} key {selector} of {domain}. Publish this DNS record:",
+                algorithm.tag()
+            );
+            println!("{}", dkim::zone_line(&domain, &selector, &value));
+        }
+        DkimCommand::List => {
+            for key in store.meta().dkim_keys().await? {
+                let value = match dkim::Algorithm::from_tag(&key.algorithm) {
+                    Some(a) => dkim::txt_value(a, &key.public_key),
+                    None => "(unknown algorithm)".into(),
+                };
+                println!(
+                    "{}\t{}\t{}\t{value}",
+                    key.domain, key.selector, key.algorithm
+                );
+            }
         }
     }
     Ok(())

@@ -48,6 +48,9 @@ enum Command {
     /// Inspect the outbound queue.
     #[command(subcommand)]
     Queue(admin::QueueCommand),
+    /// Manage DKIM signing keys (RFC 6376).
+    #[command(subcommand)]
+    Dkim(admin::DkimCommand),
 }
 
 impl Cli {
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
             Command::Alias(c) => admin::alias(config, c).await,
             Command::Mail(c) => admin::mail(config, c).await,
             Command::Queue(c) => admin::queue(config, c).await,
+            Command::Dkim(c) => admin::dkim(config, c).await,
         }
     });
     match result {

@@ -5,6 +5,7 @@ pub mod address;
 pub mod auth;
 pub mod config;
 pub mod delivery;
+pub mod dkim;
 pub mod message;
 pub mod mime;
 pub mod net;

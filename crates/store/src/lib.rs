@@ -34,6 +34,12 @@ pub trait MetaStore: Send + Sync {
     async fn list_domains(&self) -> Result<Vec<String>>;
     async fn domain_exists(&self, name: &str) -> Result<bool>;
 
+    /// Stores a DKIM key of an existing domain (`NotFound` otherwise); `AlreadyExists` when the
+    /// domain has a key under that selector. `created` is set by the store.
+    async fn add_dkim_key(&self, key: &DkimKey) -> Result<()>;
+    /// The DKIM keys of every domain, by domain then selector.
+    async fn dkim_keys(&self) -> Result<Vec<DkimKey>>;
+
     /// Creates the account and its default mailboxes ([`DEFAULT_MAILBOXES`]) in one transaction.
     async fn add_account(&self, address: &str, password_hash: &str) -> Result<AccountId>;
     /// Removes the account, its mailboxes and their message entries. Bodies shared with other

@@ -32,6 +32,7 @@ pub const SQLITE: &[(i64, &str)] = &[
         11,
         include_str!("../migrations/sqlite/0011_hash_collation.sql"),
     ),
+    (12, include_str!("../migrations/sqlite/0012_dkim_keys.sql")),
 ];
 
 /// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
@@ -67,6 +68,10 @@ pub const POSTGRES: &[(i64, &str)] = &[
     (
         11,
         include_str!("../migrations/postgres/0011_hash_collation.sql"),
+    ),
+    (
+        12,
+        include_str!("../migrations/postgres/0012_dkim_keys.sql"),
     ),
 ];
 

@@ -227,6 +227,32 @@ pub struct DeliveryReceipt {
     pub already_committed: bool,
 }
 
+/// A DKIM signing key of a domain (RFC 6376), under its selector.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DkimKey {
+    pub domain: String,
+    pub selector: String,
+    /// The `a=` tag's value: `rsa-sha256` or `ed25519-sha256` (RFC 8463).
+    pub algorithm: String,
+    /// PKCS#8 DER.
+    pub private_key: Vec<u8>,
+    /// The bytes the DNS record's `p=` carries, base64-encoded there.
+    pub public_key: Vec<u8>,
+    pub created: i64,
+}
+
+impl std::fmt::Debug for DkimKey {
+    /// Leaves the private key out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DkimKey")
+            .field("domain", &self.domain)
+            .field("selector", &self.selector)
+            .field("algorithm", &self.algorithm)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueRecord {
     pub queue_id: i64,

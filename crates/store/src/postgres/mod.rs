@@ -780,6 +780,59 @@ impl MetaStore for PostgresStore {
         Ok(c.query_opt(&st, &[&name]).await.map_err(map_err)?.is_some())
     }
 
+    async fn add_dkim_key(&self, key: &DkimKey) -> Result<()> {
+        let c = self.client().await?;
+        let domain = domain_id(&c, &key.domain).await?;
+        c.execute(
+            "INSERT INTO dkim_keys
+               (domain_id, selector, algorithm, private_key, public_key, created)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &domain,
+                &key.selector,
+                &key.algorithm,
+                &key.private_key,
+                &key.public_key,
+                &now_unix(),
+            ],
+        )
+        .await
+        .map_err(|e| {
+            already(
+                map_err(e),
+                format!(
+                    "a DKIM key of {} under selector {}",
+                    key.domain, key.selector
+                ),
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn dkim_keys(&self) -> Result<Vec<DkimKey>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT d.name, k.selector, k.algorithm, k.private_key, k.public_key, k.created
+                 FROM dkim_keys k JOIN domains d ON d.id = k.domain_id
+                 ORDER BY d.name, k.selector",
+                &[],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| DkimKey {
+                domain: r.get(0),
+                selector: r.get(1),
+                algorithm: r.get(2),
+                private_key: r.get(3),
+                public_key: r.get(4),
+                created: r.get(5),
+            })
+            .collect())
+    }
+
     async fn add_account(&self, address: &str, password_hash: &str) -> Result<AccountId> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;

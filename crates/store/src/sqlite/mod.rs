@@ -804,6 +804,61 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn add_dkim_key(&self, key: &DkimKey) -> Result<()> {
+        let key = key.clone();
+        self.write(move |c| {
+            let domain = domain_id(c, &key.domain)?;
+            c.execute(
+                "INSERT INTO dkim_keys
+                   (domain_id, selector, algorithm, private_key, public_key, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    domain,
+                    key.selector,
+                    key.algorithm,
+                    key.private_key,
+                    key.public_key,
+                    now_unix()
+                ],
+            )
+            .map_err(|e| match map_err(e) {
+                StoreError::AlreadyExists(_) => StoreError::AlreadyExists(format!(
+                    "a DKIM key of {} under selector {}",
+                    key.domain, key.selector
+                )),
+                other => other,
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn dkim_keys(&self) -> Result<Vec<DkimKey>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT d.name, k.selector, k.algorithm, k.private_key, k.public_key, k.created
+                     FROM dkim_keys k JOIN domains d ON d.id = k.domain_id
+                     ORDER BY d.name, k.selector",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(DkimKey {
+                        domain: r.get(0)?,
+                        selector: r.get(1)?,
+                        algorithm: r.get(2)?,
+                        private_key: r.get(3)?,
+                        public_key: r.get(4)?,
+                        created: r.get(5)?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
     async fn add_account(&self, address: &str, password_hash: &str) -> Result<AccountId> {
         let address = address.to_string();
         let hash = password_hash.to_string();
