@@ -94,7 +94,10 @@ impl WorkingMemory {
         if self.0.len() > MAX_KEPT_BLOCKS {
             return;
         }
-        let keep = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Asked once: on Linux the answer reads the cgroup's CPU quota from /proc and /sys.
+        static KEEP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let keep =
+            *KEEP.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if let Ok(mut spare) = SPARE_MEMORY.lock() {
             if spare.len() < keep {
                 spare.push(self.0);
