@@ -204,10 +204,8 @@ pub async fn dkim(config: Config, cmd: DkimCommand) -> anyhow::Result<()> {
             selector,
         } => {
             let domain = domain_arg(&domain)?;
-            let algorithm = match algorithm.as_str() {
-                "ed25519" => dkim::Algorithm::Ed25519Sha256,
-                _ => dkim::Algorithm::RsaSha256,
-            };
+            let algorithm = dkim::Algorithm::from_key_type(&algorithm)
+                .with_context(|| format!("unknown DKIM algorithm {algorithm:?}"))?;
             let selector = selector.unwrap_or_else(|| dkim::default_selector(algorithm));
             dkim::check_selector(&selector)?;
             let key = tokio::task::spawn_blocking(move || dkim::generate(algorithm)).await??;

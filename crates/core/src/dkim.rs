@@ -32,10 +32,14 @@ impl Algorithm {
         }
     }
 
+    const ALL: [Algorithm; 2] = [Algorithm::RsaSha256, Algorithm::Ed25519Sha256];
+
     pub fn from_tag(tag: &str) -> Option<Algorithm> {
-        [Algorithm::RsaSha256, Algorithm::Ed25519Sha256]
-            .into_iter()
-            .find(|a| a.tag() == tag)
+        Self::ALL.into_iter().find(|a| a.tag() == tag)
+    }
+
+    pub fn from_key_type(key_type: &str) -> Option<Algorithm> {
+        Self::ALL.into_iter().find(|a| a.key_type() == key_type)
     }
 }
 
@@ -200,6 +204,8 @@ mod tests {
             Some(Algorithm::Ed25519Sha256)
         );
         assert_eq!(Algorithm::from_tag("rsa-sha1"), None);
+        assert_eq!(Algorithm::from_key_type("rsa"), Some(Algorithm::RsaSha256));
+        assert_eq!(Algorithm::from_key_type("dsa"), None);
         let s = default_selector(Algorithm::Ed25519Sha256);
         assert!(
             s.starts_with("ed25519-20") && s.len() == "ed25519-".len() + 8,
