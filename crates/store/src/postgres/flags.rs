@@ -2,8 +2,9 @@
 //!
 //! A flag change alone costs two statements and a durable commit; under many concurrent STOREs
 //! that per-transaction work was most of PostgreSQL's time. So changes that arrive while
-//! another is being written are grouped: one transaction, four statements and one commit for
-//! the lot (group commit done by us, as PostgreSQL does for concurrent commits' WAL flushes).
+//! another is being written are grouped: one transaction of three statements (lock, read,
+//! write) and one commit for the lot (group commit done by us, as PostgreSQL does for
+//! concurrent commits' WAL flushes).
 //! A few writes are under way at once; changes that arrive meanwhile form the next group, and
 //! a change that finds nothing under way is written alone, as before.
 
