@@ -108,8 +108,16 @@ pub enum MailCommand {
 
 #[derive(Subcommand)]
 pub enum QueueCommand {
-    /// One line per recipient: queue id, status, sender, recipient (tab-separated).
+    /// One line per recipient, tab-separated: queue id, status, sender, recipient, attempts,
+    /// next attempt (UTC), last error.
     List,
+    /// A queued message: its envelope, each recipient's state, and its header fields.
+    Show { id: i64 },
+    /// Try a queued message's pending recipients now (also releases a held message).
+    Retry { id: i64 },
+    /// Remove a queued message, e.g. to cancel a scheduled one (RFC 4865) before its time.
+    /// Recipients being sent at this moment may still be delivered.
+    Delete { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -404,15 +412,108 @@ pub async fn mail(config: Config, cmd: MailCommand) -> anyhow::Result<()> {
 
 pub async fn queue(config: Config, cmd: QueueCommand) -> anyhow::Result<()> {
     let store = open(&config).await?;
+    let entries = |id: i64, all: Vec<trimaran_core::store::QueueRecord>| {
+        let found: Vec<_> = all.into_iter().filter(|q| q.queue_id == id).collect();
+        if found.is_empty() {
+            bail!("no queued message {id}");
+        }
+        Ok(found)
+    };
     match cmd {
         QueueCommand::List => {
             for q in store.meta().queue_list().await? {
                 println!(
-                    "{}\t{}\t{}\t{}",
-                    q.queue_id, q.status, q.sender, q.recipient
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    q.queue_id,
+                    q.status.as_str(),
+                    q.sender,
+                    q.recipient,
+                    q.attempts,
+                    utc(q.next_attempt),
+                    q.last_error.as_deref().unwrap_or("")
                 );
             }
         }
+        QueueCommand::Show { id } => {
+            let records = entries(id, store.meta().queue_list().await?)?;
+            let first = &records[0];
+            let env = &first.envelope;
+            println!("Queue id:    {id}");
+            println!("Sender:      <{}>", first.sender);
+            println!("Size:        {} bytes", first.size);
+            println!("Accepted:    {}", utc(first.created));
+            if env.hold_until > first.created {
+                println!("Held until:  {}", utc(env.hold_until));
+            }
+            println!(
+                "Body:        {}{}",
+                env.body.as_str(),
+                if env.smtputf8 { ", SMTPUTF8" } else { "" }
+            );
+            if let Some(envid) = &env.envid {
+                println!("ENVID:       {envid}");
+            }
+            if let Some(ret) = env.ret {
+                println!("RET:         {}", ret.as_str());
+            }
+            println!("Recipients:");
+            for r in &records {
+                println!(
+                    "  <{}>  {}, {} attempt(s)",
+                    r.recipient,
+                    r.status.as_str(),
+                    r.attempts
+                );
+                if r.status == trimaran_core::store::QueueStatus::Pending {
+                    println!("    next attempt: {}", utc(r.next_attempt));
+                }
+                if let (Some(owner), Some(until)) = (&r.lease_owner, r.lease_until) {
+                    println!("    being sent by {owner} (lease until {})", utc(until));
+                }
+                if let Some(e) = &r.last_error {
+                    println!("    last result: {e}");
+                }
+                if let Some(mta) = &r.remote_mta {
+                    println!("    remote server: {mta}");
+                }
+            }
+            match store.read_blob(&first.hash).await {
+                Ok(bytes) => {
+                    println!("Header:");
+                    let end = bytes
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .unwrap_or(bytes.len());
+                    for line in String::from_utf8_lossy(&bytes[..end]).lines() {
+                        println!("  {line}");
+                    }
+                }
+                Err(e) => println!("Message body unreadable: {e}"),
+            }
+        }
+        QueueCommand::Retry { id } => {
+            entries(id, store.meta().queue_list().await?)?;
+            let n = store
+                .meta()
+                .queue_release(id, trimaran_core::store::now_unix())
+                .await?;
+            println!("{n} recipient(s) of message {id} due now");
+        }
+        QueueCommand::Delete { id } => {
+            entries(id, store.meta().queue_list().await?)?;
+            let n = store.meta().queue_delete(id).await?;
+            println!("message {id} deleted ({n} recipient(s))");
+        }
     }
     Ok(())
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM:SS UTC`.
+fn utc(t: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&format).ok())
+        .unwrap_or_else(|| t.to_string())
 }

@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// Seconds a reply may wait for an unreachable store before answering 4xx [default: 60]
     #[arg(long, value_name = "SECONDS")]
     store_wait: Option<f64>,
+    /// Send all outbound mail through this relay instead of to the recipients' MX hosts
+    #[arg(long, value_name = "HOST:PORT")]
+    smarthost: Option<String>,
 }
 
 impl ServeArgs {
@@ -96,6 +99,9 @@ impl ServeArgs {
         if let Some(s) = self.store_wait {
             config.store_wait = s;
         }
+        if let Some(relay) = self.smarthost {
+            config.outbound.smarthost = Some(relay);
+        }
     }
 }
 
@@ -132,7 +138,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let core = Core::new(store, Arc::new(config));
     let smtp = SmtpServer::new(core.clone(), Some(tls.clone()));
     let pop3 = Pop3Server::new(core.clone(), Some(tls.clone()));
-    let imap = ImapServer::new(core, Some(tls));
+    let imap = ImapServer::new(core.clone(), Some(tls));
     let mut tasks = Vec::new();
     for (kind, addr) in listeners {
         let Some(addr) = addr.0 else { continue };
@@ -161,6 +167,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if tasks.is_empty() {
         anyhow::bail!("every listener is disabled; nothing to serve");
     }
+    tasks.push(trimaran_outbound::start(core).map_err(anyhow::Error::msg)?);
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; open transactions may finish");
     let (smtp_left, pop3_left, imap_left) = tokio::join!(

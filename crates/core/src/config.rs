@@ -1,5 +1,6 @@
 //! Server configuration: a TOML file (`--config`), overridden by command-line flags.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -180,6 +181,82 @@ impl Default for ImapLimits {
     }
 }
 
+/// The outbound queue and its SMTP client.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Outbound {
+    /// Sends all outbound mail through this relay (HOST:PORT) instead of looking up MX
+    /// records.
+    pub smarthost: Option<String>,
+    /// Relays for single domains, `"example.org" = "HOST:PORT"`; they win over the smarthost.
+    pub routes: BTreeMap<String, String>,
+    /// Port of the MX hosts found in DNS (RFC 5321 §4.5.4: 25; others only for tests).
+    pub port: u16,
+    /// DNS servers to ask (IP or IP:PORT) instead of those in /etc/resolv.conf.
+    pub dns_servers: Vec<String>,
+    /// Seconds a message is tried before it fails (RFC 5321 §4.5.4.1: at least 4-5 days).
+    pub lifetime: u64,
+    /// Seconds after which the sender is told the message is delayed; 0: never.
+    pub delay_notice: u64,
+    /// Seconds before the first retry; each later one waits twice as long, up to `retry_max`.
+    pub retry_base: u64,
+    pub retry_max: u64,
+    /// Connections open at once, in all and to one destination.
+    pub max_connections: usize,
+    pub max_connections_per_destination: usize,
+    /// Seconds a process holds claimed work before another may take it over; renewed while
+    /// sending.
+    pub lease: u64,
+    /// Longest FUTURERELEASE hold accepted, in seconds (RFC 4865).
+    pub max_hold: u64,
+    /// Seconds to wait for each reply of a peer (RFC 5321 §4.5.3.2 gives 2-10 minutes).
+    pub timeout: u64,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Outbound {
+            smarthost: None,
+            routes: BTreeMap::new(),
+            port: 25,
+            dns_servers: Vec::new(),
+            lifetime: 5 * 24 * 3600,
+            delay_notice: 4 * 3600,
+            retry_base: 60,
+            retry_max: 3600,
+            max_connections: 64,
+            max_connections_per_destination: 8,
+            lease: 30,
+            max_hold: 30 * 24 * 3600,
+            timeout: 300,
+        }
+    }
+}
+
+/// A relay's address as configured: a host name or IP address and a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relay {
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for Relay {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not HOST:PORT (e.g. smtp.example.net:587)");
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() || port == 0 || host.chars().any(|c| c.is_whitespace()) {
+            return Err(bad());
+        }
+        Ok(Relay {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -197,6 +274,7 @@ pub struct Config {
     pub imap: ImapLimits,
     /// Failed-login throttling, for every protocol together.
     pub login_throttle: crate::throttle::ThrottleConfig,
+    pub outbound: Outbound,
 }
 
 impl Default for Config {
@@ -212,6 +290,7 @@ impl Default for Config {
             pop3: Pop3Limits::default(),
             imap: ImapLimits::default(),
             login_throttle: crate::throttle::ThrottleConfig::default(),
+            outbound: Outbound::default(),
         }
     }
 }
@@ -273,6 +352,18 @@ impl Config {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key go together");
+        }
+        let out = &self.outbound;
+        for relay in out.smarthost.iter().chain(out.routes.values()) {
+            relay
+                .parse::<Relay>()
+                .map_err(|e| ConfigError::Invalid(format!("outbound: {e}")))?;
+        }
+        if out.lease < 2 || out.retry_base == 0 || out.retry_max < out.retry_base {
+            return bad("outbound: lease must be at least 2 s, retry_base positive, retry_max >= retry_base");
+        }
+        if out.max_connections == 0 || out.max_connections_per_destination == 0 || out.port == 0 {
+            return bad("outbound: max_connections, max_connections_per_destination and port must be positive");
         }
         Ok(())
     }

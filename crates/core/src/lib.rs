@@ -25,6 +25,8 @@ pub struct Core {
     pub store: Arc<Store>,
     pub config: Arc<Config>,
     pub logins: throttle::LoginThrottle,
+    /// Woken when mail enters the outbound queue, so the runner need not wait for its poll.
+    pub queue_wake: tokio::sync::Notify,
 }
 
 impl Core {
@@ -34,6 +36,7 @@ impl Core {
             store,
             config,
             logins,
+            queue_wake: tokio::sync::Notify::new(),
         })
     }
 }

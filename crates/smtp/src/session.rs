@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use smtp_proto::Request;
-use trimaran_core::store::AccountId;
+use trimaran_core::store::{AccountId, Notify, Ret};
 
 use crate::listener::{ListenerKind, SmtpServer};
 use crate::parser::data::MessageSink;
@@ -38,6 +38,9 @@ pub(crate) enum Target {
 pub(crate) struct Recipient {
     pub address: String,
     pub target: Target,
+    /// RFC 3461 §4.1 NOTIFY and §4.2 ORCPT (the address, decoded from xtext).
+    pub notify: Option<Notify>,
+    pub orcpt: Option<String>,
 }
 
 /// A mail transaction (RFC 5321 §3.3), from MAIL to end of data.
@@ -46,6 +49,11 @@ pub(crate) struct Transaction {
     pub sender: String,
     pub body: Body,
     pub smtputf8: bool,
+    /// RFC 3461 §4.4 ENVID and §4.3 RET.
+    pub envid: Option<String>,
+    pub ret: Option<Ret>,
+    /// RFC 4865 FUTURERELEASE: Unix time of release, 0 for none.
+    pub hold_until: i64,
     pub recipients: Vec<Recipient>,
     /// Content received so far by BDAT (RFC 3030), if chunking has begun.
     pub chunks: Option<MessageSink>,

@@ -33,6 +33,7 @@ pub const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0011_hash_collation.sql"),
     ),
     (12, include_str!("../migrations/sqlite/0012_dkim_keys.sql")),
+    (13, include_str!("../migrations/sqlite/0013_outbound.sql")),
 ];
 
 /// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
@@ -73,6 +74,7 @@ pub const POSTGRES: &[(i64, &str)] = &[
         12,
         include_str!("../migrations/postgres/0012_dkim_keys.sql"),
     ),
+    (13, include_str!("../migrations/postgres/0013_outbound.sql")),
 ];
 
 pub fn latest(migrations: &[(i64, &str)]) -> i64 {

@@ -184,9 +184,152 @@ pub struct OutboundRequest {
     /// The bytes to relay (no `Return-Path:`: that is added only at final delivery).
     pub message: NewMessage,
     pub sender: String,
-    pub recipients: Vec<String>,
+    pub recipients: Vec<OutboundRecipient>,
     /// The authenticated account that submitted it, if any.
     pub submitted_by: Option<AccountId>,
+    pub envelope: OutboundEnvelope,
+}
+
+/// What the SMTP client must know about a queued message besides its bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutboundEnvelope {
+    /// RFC 3461 §4.4 ENVID, decoded from xtext.
+    pub envid: Option<String>,
+    /// RFC 3461 §4.3 RET.
+    pub ret: Option<Ret>,
+    pub body: BodyType,
+    /// RFC 6531: the message needs SMTPUTF8 end to end.
+    pub smtputf8: bool,
+    /// RFC 4865 FUTURERELEASE: not sent before this Unix time (0: at once).
+    pub hold_until: i64,
+}
+
+/// RFC 3461 §4.3: how much of the message a report carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ret {
+    Full,
+    Headers,
+}
+
+impl Ret {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ret::Full => "FULL",
+            Ret::Headers => "HDRS",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Ret> {
+        match s {
+            "FULL" => Some(Ret::Full),
+            "HDRS" => Some(Ret::Headers),
+            _ => None,
+        }
+    }
+}
+
+/// The body as declared by MAIL's BODY parameter (RFC 6152, RFC 3030).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BodyType {
+    #[default]
+    SevenBit,
+    EightBitMime,
+    BinaryMime,
+}
+
+impl BodyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyType::SevenBit => "7BIT",
+            BodyType::EightBitMime => "8BITMIME",
+            BodyType::BinaryMime => "BINARYMIME",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BodyType> {
+        match s {
+            "7BIT" => Some(BodyType::SevenBit),
+            "8BITMIME" => Some(BodyType::EightBitMime),
+            "BINARYMIME" => Some(BodyType::BinaryMime),
+            _ => None,
+        }
+    }
+}
+
+/// RFC 3461 §4.1 NOTIFY. `None` where a recipient has no NOTIFY parameter: we then report
+/// failures and delays (the choice §4.1 leaves to the MTA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Notify {
+    pub success: bool,
+    pub failure: bool,
+    pub delay: bool,
+}
+
+impl Notify {
+    pub const NEVER: Notify = Notify {
+        success: false,
+        failure: false,
+        delay: false,
+    };
+    pub const DEFAULT: Notify = Notify {
+        success: false,
+        failure: true,
+        delay: true,
+    };
+
+    /// The parameter's value as it goes on the wire and into the store: `NEVER` or a list.
+    pub fn to_param(self) -> String {
+        let mut words = Vec::new();
+        if self.success {
+            words.push("SUCCESS");
+        }
+        if self.failure {
+            words.push("FAILURE");
+        }
+        if self.delay {
+            words.push("DELAY");
+        }
+        if words.is_empty() {
+            "NEVER".to_string()
+        } else {
+            words.join(",")
+        }
+    }
+
+    pub fn from_param(s: &str) -> Option<Notify> {
+        if s.eq_ignore_ascii_case("NEVER") {
+            return Some(Notify::NEVER);
+        }
+        let mut n = Notify::NEVER;
+        for word in s.split(',') {
+            match word.to_ascii_uppercase().as_str() {
+                "SUCCESS" => n.success = true,
+                "FAILURE" => n.failure = true,
+                "DELAY" => n.delay = true,
+                _ => return None,
+            }
+        }
+        Some(n)
+    }
+}
+
+/// One remote recipient with its DSN parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundRecipient {
+    pub address: String,
+    pub notify: Option<Notify>,
+    /// RFC 3461 §4.2 ORCPT as given: `addr-type;xtext`.
+    pub orcpt: Option<String>,
+}
+
+impl OutboundRecipient {
+    pub fn plain(address: impl Into<String>) -> OutboundRecipient {
+        OutboundRecipient {
+            address: address.into(),
+            notify: None,
+            orcpt: None,
+        }
+    }
 }
 
 /// Everything one accepted message must become, committed atomically (DESIGN.md G1).
@@ -253,11 +396,12 @@ impl std::fmt::Debug for DkimKey {
     }
 }
 
+/// One recipient of a queued message, with its message's envelope.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueRecord {
     pub queue_id: i64,
     pub recipient_id: i64,
-    pub status: String,
+    pub status: QueueStatus,
     pub sender: String,
     pub recipient: String,
     pub hash: BlobHash,
@@ -266,6 +410,81 @@ pub struct QueueRecord {
     pub next_attempt: i64,
     pub attempts: i64,
     pub last_error: Option<String>,
+    pub envelope: OutboundEnvelope,
+    pub notify: Option<Notify>,
+    pub orcpt: Option<String>,
+    pub delay_notified: bool,
+    /// The last peer that answered for this recipient.
+    pub remote_mta: Option<String>,
+    /// When it was delivered or failed for good.
+    pub settled: Option<i64>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<i64>,
+}
+
+impl QueueRecord {
+    /// Where the message's lifetime and delay clock start: acceptance, or release if held.
+    pub fn clock_start(&self) -> i64 {
+        self.created.max(self.envelope.hold_until)
+    }
+}
+
+/// Where a recipient of the outbound queue stands. Settled ones stay until their report (RFC
+/// 3464) is made, so a crash between settling and reporting loses no report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueStatus {
+    Pending,
+    /// Accepted by a peer that advertised DSN: it carries NOTIFY on (RFC 3461 §5.2.1), so no
+    /// report is ours to make.
+    Sent,
+    /// Accepted by a peer without DSN: a requested success report is ours, as "relayed" (RFC
+    /// 3461 §5.2.2).
+    Relayed,
+    /// Put into a local mailbox (a held message's local recipient): "delivered" (§5.2.3).
+    Delivered,
+    /// Refused for good, or its lifetime ran out.
+    Failed,
+}
+
+impl QueueStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueStatus::Pending => "pending",
+            QueueStatus::Sent => "sent",
+            QueueStatus::Delivered => "delivered",
+            QueueStatus::Relayed => "relayed",
+            QueueStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<QueueStatus> {
+        match s {
+            "pending" => Some(QueueStatus::Pending),
+            "sent" => Some(QueueStatus::Sent),
+            "delivered" => Some(QueueStatus::Delivered),
+            "relayed" => Some(QueueStatus::Relayed),
+            "failed" => Some(QueueStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// What one attempt at one recipient came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueOutcome {
+    pub recipient_id: i64,
+    /// The peer's reply or our own reason, for `queue show` and the report.
+    pub detail: String,
+    pub remote_mta: Option<String>,
+    pub result: QueueResult,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueResult {
+    /// Settled as delivered or relayed (never Pending).
+    Done(QueueStatus),
+    /// Try again at this Unix time.
+    Retry(i64),
 }
 
 /// System flags as a bit set (RFC 9051 §2.3.2); keywords are kept apart.

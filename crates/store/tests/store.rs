@@ -244,8 +244,22 @@ async fn outbound_copies_are_queued_per_recipient() {
             outbound: Some(OutboundRequest {
                 message: message("relayed copy"),
                 sender: "u0@example.test".into(),
-                recipients: vec!["a@remote.test".into(), "b@remote.test".into()],
+                recipients: vec![
+                    OutboundRecipient::plain("a@remote.test"),
+                    OutboundRecipient {
+                        address: "b@remote.test".into(),
+                        notify: Some(Notify::NEVER),
+                        orcpt: Some("B@Remote.test".into()),
+                    },
+                ],
                 submitted_by: Some(ids[0]),
+                envelope: OutboundEnvelope {
+                    envid: Some("env-1".into()),
+                    ret: Some(Ret::Headers),
+                    body: BodyType::EightBitMime,
+                    smtputf8: true,
+                    hold_until: 0,
+                },
             }),
         });
         let r = store.deliver(d).await.unwrap();
@@ -254,8 +268,195 @@ async fn outbound_copies_are_queued_per_recipient() {
         assert_eq!(q.len(), 2, "{name}");
         assert!(q
             .iter()
-            .all(|e| e.status == "pending" && e.sender == "u0@example.test"));
+            .all(|e| e.status == QueueStatus::Pending && e.sender == "u0@example.test"));
         assert_eq!(q[0].hash, message("relayed copy").blob.hash);
+        assert_eq!(q[0].envelope.envid.as_deref(), Some("env-1"), "{name}");
+        assert_eq!(q[0].envelope.ret, Some(Ret::Headers), "{name}");
+        assert_eq!(q[0].envelope.body, BodyType::EightBitMime, "{name}");
+        assert!(q[0].envelope.smtputf8, "{name}");
+        assert_eq!((q[0].notify, q[1].notify), (None, Some(Notify::NEVER)));
+        assert_eq!(q[1].orcpt.as_deref(), Some("B@Remote.test"));
+    }
+}
+
+fn queued(id: &str, recipients: &[&str], hold_until: i64) -> Arc<Delivery> {
+    Arc::new(Delivery {
+        id: id.into(),
+        local: None,
+        outbound: Some(OutboundRequest {
+            message: message(id),
+            sender: "u0@example.test".into(),
+            recipients: recipients
+                .iter()
+                .map(|r| OutboundRecipient::plain(*r))
+                .collect(),
+            submitted_by: None,
+            envelope: OutboundEnvelope {
+                hold_until,
+                ..OutboundEnvelope::default()
+            },
+        }),
+    })
+}
+
+fn outcome(r: &QueueRecord, result: QueueResult) -> QueueOutcome {
+    QueueOutcome {
+        recipient_id: r.recipient_id,
+        detail: "250 2.0.0 ok".into(),
+        remote_mta: Some("mx.remote.test".into()),
+        result,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_leases_hand_work_to_one_owner_at_a_time() {
+    for (name, store, _dir) in stores().await {
+        setup(&store, 1).await;
+        let m = store.meta();
+        let now = now_unix();
+        store
+            .deliver(queued("one", &["a@r.test", "b@r.test"], 0))
+            .await
+            .unwrap();
+        let held = store
+            .deliver(queued("held", &["c@r.test"], now + 3600))
+            .await
+            .unwrap()
+            .queue_id
+            .unwrap();
+
+        // One claimer gets the due work; a second one gets nothing while the lease lives, and
+        // the held message is nobody's until its time.
+        let a = m.queue_claim("a", now, now + 30, 100).await.unwrap();
+        assert_eq!(a.len(), 2, "{name}");
+        assert!(a.iter().all(|r| r.lease_owner.as_deref() == Some("a")));
+        assert!(
+            m.queue_claim("b", now, now + 30, 100)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+
+        // Renewed leases hold past their first end; lapsed ones go to the next claimer.
+        let ids: Vec<i64> = a.iter().map(|r| r.recipient_id).collect();
+        assert_eq!(
+            m.queue_renew("a", &ids, now + 60).await.unwrap(),
+            2,
+            "{name}"
+        );
+        assert_eq!(
+            m.queue_renew("b", &ids, now + 90).await.unwrap(),
+            0,
+            "{name}"
+        );
+        assert!(m
+            .queue_claim("b", now + 45, now + 75, 100)
+            .await
+            .unwrap()
+            .is_empty());
+        let b = m.queue_claim("b", now + 61, now + 91, 100).await.unwrap();
+        assert_eq!(b.len(), 2, "{name}");
+
+        // The old owner's retry is ignored (the new owner decides); its success is kept, since
+        // forgetting it would send again.
+        m.queue_settle("a", now, &[outcome(&a[0], QueueResult::Retry(now + 600))])
+            .await
+            .unwrap();
+        m.queue_settle(
+            "a",
+            now,
+            &[outcome(&a[1], QueueResult::Done(QueueStatus::Relayed))],
+        )
+        .await
+        .unwrap();
+        m.queue_settle("b", now, &[outcome(&b[1], QueueResult::Retry(now + 600))])
+            .await
+            .unwrap();
+        let list = m.queue_list().await.unwrap();
+        let by_id = |id: i64| list.iter().find(|r| r.recipient_id == id).unwrap().clone();
+        assert_eq!(by_id(a[0].recipient_id).next_attempt, now, "{name}");
+        assert_eq!(
+            by_id(a[1].recipient_id).status,
+            QueueStatus::Relayed,
+            "{name}"
+        );
+        assert_eq!(
+            by_id(a[1].recipient_id).remote_mta.as_deref(),
+            Some("mx.remote.test")
+        );
+
+        // b's own temporary failure: due again later, one attempt counted, lease dropped.
+        m.queue_settle("b", now, &[outcome(&b[0], QueueResult::Retry(now + 600))])
+            .await
+            .unwrap();
+        let r0 = m
+            .queue_list()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.recipient_id == b[0].recipient_id)
+            .unwrap();
+        assert_eq!(
+            (r0.next_attempt, r0.attempts, r0.lease_owner),
+            (now + 600, 1, None)
+        );
+
+        // Reports: the settled recipient is due; a pending one only once its delay is long.
+        let due = m.queue_reports_due(now - 1, 100).await.unwrap();
+        assert_eq!(due.len(), 1, "{name}");
+        assert_eq!(due[0].recipient_id, a[1].recipient_id);
+        let due = m.queue_reports_due(now + 1, 100).await.unwrap();
+        // The held message's clock starts at its release: not delayed yet.
+        assert_eq!(due.len(), 2, "{name}: {due:?}");
+        m.queue_reported(&[a[1].recipient_id], &[a[0].recipient_id])
+            .await
+            .unwrap();
+        let due = m.queue_reports_due(now + 1, 100).await.unwrap();
+        assert!(due
+            .iter()
+            .all(|r| r.recipient_id != a[0].recipient_id && r.recipient_id != a[1].recipient_id));
+
+        // Release a held message now, then delete it (its cancellation).
+        assert!(m
+            .queue_claim("c", now, now + 30, 100)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(m.queue_release(held, now).await.unwrap(), 1, "{name}");
+        let c = m.queue_claim("c", now, now + 30, 100).await.unwrap();
+        assert_eq!(c.len(), 1, "{name}");
+        assert_eq!(c[0].queue_id, held);
+        assert_eq!(m.queue_delete(held).await.unwrap(), 1, "{name}");
+        assert_eq!(m.queue_delete(held).await.unwrap(), 0, "{name}");
+
+        // A failure counts only under a lease: first without one (ignored), then claimed again.
+        m.queue_settle(
+            "b",
+            now + 700,
+            &[outcome(&b[0], QueueResult::Done(QueueStatus::Failed))],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            m.queue_list().await.unwrap()[0].status,
+            QueueStatus::Pending,
+            "{name}"
+        );
+        let again = m.queue_claim("b", now + 700, now + 730, 100).await.unwrap();
+        assert_eq!(again.len(), 1, "{name}");
+        // Settling the last recipient and reporting it removes the message itself.
+        m.queue_settle(
+            "b",
+            now + 700,
+            &[outcome(&b[0], QueueResult::Done(QueueStatus::Failed))],
+        )
+        .await
+        .unwrap();
+        let list = m.queue_list().await.unwrap();
+        assert_eq!(list.len(), 1, "{name}: {list:?}");
+        m.queue_reported(&[b[0].recipient_id], &[]).await.unwrap();
+        assert!(m.queue_list().await.unwrap().is_empty(), "{name}");
     }
 }
 

@@ -26,7 +26,20 @@ impl Session {
             "CHUNKING".to_string(),
             "BINARYMIME".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
+            "DSN".to_string(),
         ];
+        if self.kind.is_submission() {
+            // RFC 4865 §3: the longest hold in seconds, and the latest release time.
+            let max = self.server.core.config.outbound.max_hold;
+            let latest = time::OffsetDateTime::now_utc() + time::Duration::seconds(max as i64);
+            let latest = latest.replace_nanosecond(0).unwrap_or(latest);
+            lines.push(format!(
+                "FUTURERELEASE {max} {}",
+                latest
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            ));
+        }
         if !self.conn.tls && self.server.tls.is_some() && self.kind != ListenerKind::Submissions {
             lines.push("STARTTLS".to_string());
         }

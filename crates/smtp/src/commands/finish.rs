@@ -6,10 +6,13 @@ use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
 use trimaran_core::address;
 use trimaran_core::delivery::{deliver, prepare, transmission_id};
-use trimaran_core::store::{LocalDelivery, NewMessage, OutboundRequest, StoreError};
+use trimaran_core::store::{
+    BodyType, LocalDelivery, NewMessage, OutboundEnvelope, OutboundRecipient, OutboundRequest,
+    StoreError,
+};
 
 use crate::reply::{common, Reply};
-use crate::session::{Session, Target, Transaction};
+use crate::session::{Body, Session, Target, Transaction};
 
 impl Session {
     pub(crate) async fn finish(&mut self, content: Vec<u8>) {
@@ -22,23 +25,40 @@ impl Session {
         let now = OffsetDateTime::now_utc();
 
         let mut accounts = Vec::new();
-        let mut outbound = Vec::new();
+        let mut outbound: Vec<OutboundRecipient> = Vec::new();
         for rcpt in &tx.recipients {
+            let queued = |address: &str| OutboundRecipient {
+                address: address.to_string(),
+                notify: rcpt.notify,
+                // RFC 3461 §4.2: an address reached through an alias keeps the one the sender
+                // gave, for the report.
+                orcpt: rcpt
+                    .orcpt
+                    .clone()
+                    .or_else(|| (address != rcpt.address).then(|| rcpt.address.clone())),
+            };
             match &rcpt.target {
                 Target::Local {
                     accounts: a,
                     forwards,
                 } => {
-                    accounts.extend_from_slice(a);
-                    outbound.extend(forwards.iter().cloned());
+                    // A held message (RFC 4865) waits in the queue for its local recipients
+                    // too, and so does one whose sender asked to hear of its delivery (RFC
+                    // 3461 §5.2.3): the queue makes that report once the copy is in.
+                    if tx.hold_until > 0 || rcpt.notify.is_some_and(|n| n.success) {
+                        outbound.push(queued(&rcpt.address));
+                    } else {
+                        accounts.extend_from_slice(a);
+                    }
+                    outbound.extend(forwards.iter().map(|f| queued(f)));
                 }
-                Target::Remote => outbound.push(rcpt.address.clone()),
+                Target::Remote => outbound.push(queued(&rcpt.address)),
             }
         }
         accounts.sort_unstable();
         accounts.dedup();
-        outbound.sort_unstable();
-        outbound.dedup();
+        outbound.sort_by(|a, b| a.address.cmp(&b.address));
+        outbound.dedup_by(|a, b| a.address == b.address);
 
         let trace = self.received_field(&tx, &short_id, now);
         let received_at = now.unix_timestamp();
@@ -82,6 +102,17 @@ impl Session {
             sender: tx.sender.clone(),
             recipients: outbound,
             submitted_by: self.auth.as_ref().map(|a| a.account),
+            envelope: OutboundEnvelope {
+                envid: tx.envid.clone(),
+                ret: tx.ret,
+                body: match tx.body {
+                    Body::SevenBit => BodyType::SevenBit,
+                    Body::EightBitMime => BodyType::EightBitMime,
+                    Body::BinaryMime => BodyType::BinaryMime,
+                },
+                smtputf8: tx.smtputf8,
+                hold_until: tx.hold_until,
+            },
         });
         let store = &self.server.core.store;
         match deliver(
@@ -102,6 +133,9 @@ impl Session {
                 ));
             }
             Ok(receipt) => {
+                if receipt.queue_id.is_some() {
+                    self.server.core.queue_wake.notify_one();
+                }
                 tracing::info!(
                     id = %short_id,
                     peer = %self.conn.peer,

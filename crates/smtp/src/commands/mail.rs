@@ -1,11 +1,12 @@
-//! MAIL FROM (RFC 5321 §4.1.1.2) with SIZE (RFC 1870), BODY (RFC 6152, RFC 3030) and
-//! SMTPUTF8 (RFC 6531).
+//! MAIL FROM (RFC 5321 §4.1.1.2) with SIZE (RFC 1870), BODY (RFC 6152, RFC 3030), SMTPUTF8
+//! (RFC 6531), RET and ENVID (RFC 3461) and, on submission, HOLDFOR/HOLDUNTIL (RFC 4865).
 
 use smtp_proto::{
     MailFrom, MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_REQUIRETLS, MAIL_RET_FULL,
     MAIL_RET_HDRS, MAIL_SMTPUTF8,
 };
 use trimaran_core::address;
+use trimaran_core::store::{now_unix, Ret};
 
 use crate::reply::{common, Reply};
 use crate::session::{Body, Session, Transaction};
@@ -22,18 +23,34 @@ impl Session {
             return self.error(Reply::new(530, "5.7.0", "Authentication required"));
         }
         // Parameters of extensions we do not advertise are refused (RFC 5321 §4.1.1.11 / §4.5.3).
-        if from.env_id.is_some()
-            || from.flags & (MAIL_RET_FULL | MAIL_RET_HDRS | MAIL_REQUIRETLS) != 0
-            || from.hold_for != 0
-            || from.hold_until != 0
+        if from.flags & MAIL_REQUIRETLS != 0
             || from.by != 0
             || from.mt_priority != 0
             || from.trans_id.is_some()
             || from.solicit.is_some()
             || from.mtrk.is_some()
+            || (!self.kind.is_submission() && (from.hold_for != 0 || from.hold_until != 0))
         {
             return self.error(Reply::new(555, "5.5.4", "Unsupported MAIL parameter"));
         }
+        let ret = match from.flags & (MAIL_RET_FULL | MAIL_RET_HDRS) {
+            0 => None,
+            MAIL_RET_FULL => Some(Ret::Full),
+            MAIL_RET_HDRS => Some(Ret::Headers),
+            _ => return self.error(Reply::new(501, "5.5.4", "RET given twice")),
+        };
+        // RFC 3461 §4.4: ENVID is at most 100 characters.
+        if from
+            .env_id
+            .as_ref()
+            .is_some_and(|e| e.len() > 100 || e.is_empty())
+        {
+            return self.error(Reply::new(501, "5.5.4", "ENVID too long"));
+        }
+        let hold_until = match self.release_time(from.hold_for, from.hold_until) {
+            Ok(t) => t,
+            Err(reply) => return self.error(reply),
+        };
         let limit = self.server.core.config.smtp.max_message_size;
         if from.size as u64 > limit {
             // RFC 1870 §6.1: a declared size over the fixed maximum is a permanent failure.
@@ -89,9 +106,40 @@ impl Session {
             sender,
             body,
             smtputf8,
+            envid: from.env_id,
+            ret,
+            hold_until,
             recipients: Vec::new(),
             chunks: None,
         });
         self.reply(Reply::new(250, "2.1.0", "Sender OK"));
+    }
+
+    /// RFC 4865 §3: HOLDFOR (seconds) or HOLDUNTIL (a time), not both, within the interval we
+    /// advertise. A time already past releases the message at once.
+    fn release_time(&self, hold_for: u64, hold_until: u64) -> Result<i64, Reply> {
+        let max = self.server.core.config.outbound.max_hold;
+        let now = now_unix();
+        let until = match (hold_for, hold_until) {
+            (0, 0) => return Ok(0),
+            (f, 0) if f <= max => now + f as i64,
+            (0, u) if (u as i64) <= now => return Ok(0),
+            (0, u) if u as i64 - now <= max as i64 => u as i64,
+            (f, u) if f != 0 && u != 0 => {
+                return Err(Reply::new(
+                    501,
+                    "5.5.4",
+                    "Use HOLDFOR or HOLDUNTIL, not both",
+                ))
+            }
+            _ => {
+                return Err(Reply::new(
+                    501,
+                    "5.5.4",
+                    format!("Release time more than {max} seconds ahead"),
+                ))
+            }
+        };
+        Ok(until)
     }
 }

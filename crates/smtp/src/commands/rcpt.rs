@@ -1,9 +1,12 @@
 //! RCPT TO (RFC 5321 §4.1.1.3): local recipients, aliases, and relaying only for
 //! authenticated submission.
 
-use smtp_proto::RcptTo;
+use smtp_proto::{
+    RcptTo, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
+};
 use trimaran_core::address;
 use trimaran_core::delivery::Resolved;
+use trimaran_core::store::Notify;
 
 use crate::reply::{common, Reply};
 use crate::session::{Recipient, Session, Target};
@@ -23,9 +26,13 @@ impl Session {
             // RFC 5321 §4.5.3.1.10: 452 makes the client send the rest in another transaction.
             return self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
         }
-        if to.orcpt.is_some() || to.flags != 0 || to.rrvs != 0 {
+        if to.rrvs != 0 {
             return self.error(Reply::new(555, "5.5.4", "Unsupported RCPT parameter"));
         }
+        let notify = match notify_of(to.flags) {
+            Ok(n) => n,
+            Err(reply) => return self.error(reply),
+        };
         if !to.address.is_ascii() && !tx.smtputf8 {
             return self.error(Reply::new(
                 553,
@@ -82,8 +89,25 @@ impl Session {
             tx.recipients.push(Recipient {
                 address: addr,
                 target,
+                notify,
+                orcpt: to.orcpt,
             });
         }
         self.reply(Reply::new(250, "2.1.5", "Recipient OK"));
+    }
+}
+
+/// RFC 3461 §4.1: NEVER stands alone; otherwise any of SUCCESS, FAILURE, DELAY.
+fn notify_of(flags: u64) -> Result<Option<Notify>, Reply> {
+    let any = RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY;
+    match (flags & RCPT_NOTIFY_NEVER != 0, flags & any) {
+        (false, 0) => Ok(None),
+        (true, 0) => Ok(Some(Notify::NEVER)),
+        (true, _) => Err(Reply::new(501, "5.5.4", "NOTIFY=NEVER stands alone")),
+        (false, f) => Ok(Some(Notify {
+            success: f & RCPT_NOTIFY_SUCCESS != 0,
+            failure: f & RCPT_NOTIFY_FAILURE != 0,
+            delay: f & RCPT_NOTIFY_DELAY != 0,
+        })),
     }
 }

@@ -24,6 +24,7 @@ use crate::{Change, MetaStore};
 
 mod flags;
 mod notices;
+mod queue;
 
 pub struct PostgresStore {
     pool: Pool,
@@ -383,30 +384,7 @@ async fn deliver_tx(
         deliver_local(tx, local, now, &mut receipt).await?;
     }
     if let Some(out) = d.outbound.as_ref().filter(|o| !o.recipients.is_empty()) {
-        let hash = out.message.blob.hash.to_hex();
-        let size = out.message.blob.size as i64;
-        let queue_id: i64 = tx
-            .query_one(
-                "INSERT INTO queue_messages (hash, size, sender, submitted_by, created)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                &[&hash, &size, &out.sender, &out.submitted_by, &now],
-            )
-            .await
-            .map_err(map_err)?
-            .get(0);
-        let insert_rcpt = tx
-            .prepare_cached(
-                "INSERT INTO queue_recipients (queue_id, recipient, status, next_attempt)
-                 VALUES ($1, $2, 'pending', $3)",
-            )
-            .await
-            .map_err(map_err)?;
-        for rcpt in &out.recipients {
-            tx.execute(&insert_rcpt, &[&queue_id, rcpt, &now])
-                .await
-                .map_err(map_err)?;
-        }
-        receipt.queue_id = Some(queue_id);
+        receipt.queue_id = Some(queue::enqueue(tx, out, now).await?);
     }
     Ok(receipt)
 }
@@ -1584,34 +1562,45 @@ impl MetaStore for PostgresStore {
     }
 
     async fn queue_list(&self) -> Result<Vec<QueueRecord>> {
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT q.id, r.id, r.status, q.sender, r.recipient, q.hash, q.size, q.created,
-                        r.next_attempt, r.attempts, r.last_error
-                 FROM queue_recipients r JOIN queue_messages q ON q.id = r.queue_id
-                 ORDER BY q.id, r.id",
-                &[],
-            )
-            .await
-            .map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(QueueRecord {
-                    queue_id: r.get(0),
-                    recipient_id: r.get(1),
-                    status: r.get(2),
-                    sender: r.get(3),
-                    recipient: r.get(4),
-                    hash: r.get::<_, String>(5).parse()?,
-                    size: r.get::<_, i64>(6) as u64,
-                    created: r.get(7),
-                    next_attempt: r.get(8),
-                    attempts: r.get(9),
-                    last_error: r.get(10),
-                })
-            })
-            .collect()
+        self.queue_list_all().await
+    }
+
+    async fn queue_claim(
+        &self,
+        owner: &str,
+        now: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<QueueRecord>> {
+        self.queue_claim_due(owner, now, until, limit).await
+    }
+
+    async fn queue_renew(&self, owner: &str, recipients: &[i64], until: i64) -> Result<u64> {
+        self.queue_renew_leases(owner, recipients, until).await
+    }
+
+    async fn queue_settle(&self, owner: &str, now: i64, outcomes: &[QueueOutcome]) -> Result<()> {
+        self.queue_settle_outcomes(owner, now, outcomes).await
+    }
+
+    async fn queue_reports_due(
+        &self,
+        delayed_since: i64,
+        limit: usize,
+    ) -> Result<Vec<QueueRecord>> {
+        self.queue_reports(delayed_since, limit).await
+    }
+
+    async fn queue_reported(&self, settled: &[i64], delayed: &[i64]) -> Result<()> {
+        self.queue_mark_reported(settled, delayed).await
+    }
+
+    async fn queue_release(&self, queue_id: i64, now: i64) -> Result<u64> {
+        self.queue_release_now(queue_id, now).await
+    }
+
+    async fn queue_delete(&self, queue_id: i64) -> Result<u64> {
+        self.queue_remove(queue_id).await
     }
 
     async fn prune_delivery_ids(&self, before: i64) -> Result<u64> {

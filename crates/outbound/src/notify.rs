@@ -1,0 +1,138 @@
+//! Makes the reports the queue owes (RFC 3464): for each message, one report to its sender
+//! covering the recipients settled or delayed since the last one. The report is committed
+//! with a delivery id derived from what it covers, so a crash between committing it and
+//! marking the recipients reported makes the next round find it already delivered instead
+//! of sending it twice.
+
+use std::collections::BTreeMap;
+
+use trimaran_core::delivery::{self, Resolved};
+use trimaran_core::store::{
+    now_unix, LocalDelivery, Notify, OutboundEnvelope, OutboundRecipient, OutboundRequest,
+    QueueRecord, QueueStatus, StoreError,
+};
+
+use crate::report::{Action, Report};
+use crate::worker::Runner;
+
+/// Most recipients looked at per round.
+const BATCH: usize = 500;
+
+pub(crate) async fn make_reports(runner: &Runner) -> Result<(), StoreError> {
+    let config = &runner.core.config.outbound;
+    // delay_notice = 0: no delay reports (nothing started before the epoch).
+    let delayed_since = if config.delay_notice == 0 {
+        i64::MIN
+    } else {
+        now_unix() - config.delay_notice as i64
+    };
+    let store = &runner.core.store;
+    loop {
+        let due = store.meta().queue_reports_due(delayed_since, BATCH).await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let full = due.len() >= BATCH;
+        let mut by_message: BTreeMap<i64, Vec<QueueRecord>> = BTreeMap::new();
+        for r in due {
+            by_message.entry(r.queue_id).or_default().push(r);
+        }
+        for records in by_message.values() {
+            report_one(runner, records).await?;
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+async fn report_one(runner: &Runner, records: &[QueueRecord]) -> Result<(), StoreError> {
+    let store = &runner.core.store;
+    let config = &runner.core.config;
+    let sender = &records[0].sender;
+    let entries: Vec<(&QueueRecord, Action)> = records
+        .iter()
+        .filter_map(|r| Action::for_record(r).map(|a| (r, a)))
+        .filter(|(r, a)| a.wanted(r))
+        .collect();
+    // RFC 3461 §6.2 / RFC 5321 §4.5.5: never a report to the null sender (reports themselves
+    // have one, so they cannot loop).
+    if !sender.is_empty() && !entries.is_empty() {
+        let original = store.read_blob(&records[0].hash).await.ok();
+        let now = now_unix();
+        let mut id = blake3::Hasher::new_derive_key("trimaran 2026 delivery report v1");
+        for (r, a) in &entries {
+            id.update(&r.recipient_id.to_le_bytes());
+            id.update(format!("{a:?}").as_bytes());
+        }
+        let id = id.finalize().to_hex()[..32].to_string();
+        let report = Report {
+            hostname: &config.hostname,
+            lifetime: config.outbound.lifetime as i64,
+            entries,
+            original: original.as_deref(),
+            now,
+        }
+        .build(&id);
+        send_report(runner, sender, report, format!("report-{id}")).await?;
+    }
+    let settled: Vec<i64> = records
+        .iter()
+        .filter(|r| r.status != QueueStatus::Pending)
+        .map(|r| r.recipient_id)
+        .collect();
+    let delayed: Vec<i64> = records
+        .iter()
+        .filter(|r| r.status == QueueStatus::Pending)
+        .map(|r| r.recipient_id)
+        .collect();
+    store.meta().queue_reported(&settled, &delayed).await
+}
+
+/// Delivers a report from the null sender: into the sender's INBOX when the sender is ours,
+/// otherwise through the queue.
+async fn send_report(
+    runner: &Runner,
+    to: &str,
+    report: Vec<u8>,
+    id: String,
+) -> Result<(), StoreError> {
+    let store = &runner.core.store;
+    let wait = runner.core.config.store_wait();
+    let now = now_unix();
+    match delivery::resolve(store, to).await? {
+        Resolved::Local { accounts, .. } if !accounts.is_empty() => {
+            let mut raw = b"Return-Path: <>\r\n".to_vec();
+            raw.extend_from_slice(&report);
+            let message = delivery::prepare(raw, now).await?;
+            delivery::deliver(
+                store,
+                id,
+                Some(LocalDelivery { message, accounts }),
+                None,
+                wait,
+            )
+            .await?;
+        }
+        Resolved::Local { .. } | Resolved::UnknownLocal => {
+            tracing::warn!(to, "report for a local sender who no longer exists dropped");
+        }
+        Resolved::Remote => {
+            let message = delivery::prepare(report, now).await?;
+            let request = OutboundRequest {
+                message,
+                sender: String::new(),
+                recipients: vec![OutboundRecipient {
+                    address: to.to_string(),
+                    notify: Some(Notify::NEVER),
+                    orcpt: None,
+                }],
+                submitted_by: None,
+                envelope: OutboundEnvelope::default(),
+            };
+            delivery::deliver(store, id, None, Some(request), wait).await?;
+            runner.core.queue_wake.notify_one();
+        }
+    }
+    Ok(())
+}
