@@ -218,6 +218,10 @@ class Server:
 
     def start(self, timeout=30):
         self.log = open(self.log_path, "ab")
+        # Outbound mail of tests that do not set up a peer goes to a closed loopback port, so it
+        # stays in the queue (pending) instead of reaching for DNS.
+        outbound = [] if self.config or "--smarthost" in self.extra_args else [
+            "--smarthost", "127.0.0.1:9"]
         self.proc = subprocess.Popen(
             [trimaran_bin(), "--data-dir", str(self.data_dir), "--store", self.store,
              *(["--config", str(self.config)] if self.config else []), "serve",
@@ -228,7 +232,7 @@ class Server:
              "--pop3s", f"127.0.0.1:{self.pop3s_port}",
              "--imap", f"127.0.0.1:{self.imap_port}",
              "--imaps", f"127.0.0.1:{self.imaps_port}",
-             "--hostname", "mx.trimaran.test", *self.extra_args],
+             "--hostname", "mx.trimaran.test", *outbound, *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_banner(self.smtp_port, timeout, self.proc)
         return self

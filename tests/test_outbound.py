@@ -1,0 +1,339 @@
+"""Outbound mail (issue 4): the queue runner sending to Postfix's smtp-sink as the remote peer,
+DKIM checked by dkimpy, DSN parameters, retries, reports (RFC 3464), FUTURERELEASE (RFC 4865),
+and queue leases surviving SIGKILL and shared by two processes."""
+
+import email
+import email.policy
+import os
+import pathlib
+import shutil
+import signal
+import smtplib
+import subprocess
+import tempfile
+import time
+
+import dkim
+import pytest
+
+from harness import free_port, wait_for_banner
+from smtpwire import unverified_context
+
+pytestmark = pytest.mark.timeout(180)
+
+PASSWORD = "correct horse"
+
+
+class Sink:
+    """Postfix's smtp-sink on loopback, keeping every transaction in its own file."""
+
+    def __init__(self):
+        # smtp-sink drops to "nobody" and writes the files as that user: a directory it can
+        # reach (pytest's own are private to root).
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="trimaran-sink-"))
+        os.chmod(self.dir, 0o777)
+        self.port = free_port()
+        self.proc = None
+
+    def start(self, *flags):
+        self.proc = subprocess.Popen(
+            ["smtp-sink", "-u", "nobody", "-d", f"{self.dir}/%H%M%S.", *flags,
+             f"127.0.0.1:{self.port}", "64"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for_banner(self.port, 10, self.proc)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def clear(self):
+        for path in self.dir.iterdir():
+            path.unlink()
+
+    def messages(self):
+        """Every transaction received: (its smtp-sink trace fields, the message as CRLF bytes)."""
+        out = []
+        for path in sorted(self.dir.iterdir()):
+            raw = path.read_bytes()
+            if not raw.endswith(b"\n\n"):
+                continue  # still being written
+            trace = {}
+            lines = raw.split(b"\n")
+            for line in lines:
+                if not line.startswith(b"X-"):
+                    break
+                name, _, value = line.decode().partition(": ")
+                trace.setdefault(name, []).append(value)
+            out.append((trace, raw.replace(b"\n", b"\r\n")))
+        return out
+
+
+@pytest.fixture
+def sink():
+    s = Sink()
+    yield s
+    s.stop()
+    shutil.rmtree(s.dir, ignore_errors=True)
+
+
+def outbound_server(make_server, peer_port, start=True, **settings):
+    """A server whose outbound mail goes to `peer_port`, with quick retries for tests."""
+    server = make_server(accounts=(), start=False)
+    server.add_account("alice@example.test", PASSWORD)
+    options = {"smarthost": f'"127.0.0.1:{peer_port}"', "retry_base": 1, "retry_max": 2,
+               "delay_notice": 0, "lease": 3, "timeout": 20}
+    options.update(settings)
+    config = server.data_dir.parent / "outbound.toml"
+    config.write_text("[outbound]\n" + "".join(f"{k} = {v}\n" for k, v in options.items()))
+    server.config = config
+    if start:
+        server.start()
+    return server
+
+
+def message(subject, to="bob@remote.test", body="Hello Bob.\r\n", extra=""):
+    return (f"From: Alice <alice@example.test>\r\nTo: {to}\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject.replace(' ', '-')}@example.test>\r\n{extra}\r\n{body}").encode()
+
+
+def submit(server, recipients, msg, mail_options=(), rcpt_options=()):
+    with smtplib.SMTP("127.0.0.1", server.submission_port, timeout=30) as s:
+        s.starttls(context=unverified_context())
+        s.login("alice@example.test", PASSWORD)
+        return s.sendmail("alice@example.test", recipients, msg, list(mail_options), list(rcpt_options))
+
+
+def wait_until(predicate, timeout=30, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def reports(server):
+    """The delivery reports in alice's INBOX, parsed."""
+    out = []
+    for row in server.mail_list("alice@example.test"):
+        raw = server.mail_show("alice@example.test", row["uid"])
+        out.append(email.message_from_bytes(raw, policy=email.policy.default))
+    return out
+
+
+def status_blocks(report):
+    """The per-recipient fields of a message/delivery-status part (RFC 3464 §2.3)."""
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    parts = list(report.iter_parts())
+    assert parts[0].get_content_type() == "text/plain"
+    assert parts[1].get_content_type() == "message/delivery-status"
+    # email's parser gives the status groups as a list of header blocks.
+    groups = parts[1].get_payload()
+    per_message, per_recipient = groups[0], groups[1:]
+    assert per_message["Reporting-MTA"] == "dns; mx.trimaran.test"
+    return per_message, per_recipient, parts
+
+
+def dkim_records(server):
+    return {f"{sel}._domainkey.{dom}.": value
+            for dom, sel, _, value in (line.split("\t") for line in
+                                       server.cli("dkim", "list").stdout.decode().splitlines())}
+
+
+@pytest.mark.parametrize("algorithm", ["rsa", "ed25519"])
+def test_sent_mail_is_signed_and_carries_its_dsn_parameters(make_server, sink, algorithm):
+    sink.start()
+    server = outbound_server(make_server, sink.port, start=False)
+    server.cli("dkim", "generate", "example.test", "--algorithm", algorithm)
+    server.start()
+    records = dkim_records(server)
+    refused = submit(server, ["bob@remote.test", "carol@remote.test"], message("signed mail"),
+                     mail_options=["RET=HDRS", "ENVID=env+2B1"],
+                     rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;Bob@Remote.test"])
+    assert refused == {}
+    got = wait_until(sink.messages, what="the message at the peer")
+    assert len(got) == 1, "one transaction for both recipients of the one message"
+    trace, raw = got[0]
+    # RFC 3461: the peer advertises DSN, so the parameters travel on, xtext-encoded.
+    mail_args = trace["X-Mail-Args"][0].split()
+    assert mail_args[0] == "<alice@example.test>"
+    assert {"RET=HDRS", "ENVID=env+2B1"} <= set(mail_args[1:]), mail_args
+    assert sorted(trace["X-Rcpt-Args"]) == [
+        "<bob@remote.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Bob@Remote.test",
+        "<carol@remote.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;Bob@Remote.test"]
+    assert raw.startswith(b"X-Client-Addr")
+    assert b"DKIM-Signature:" in raw
+    a_tag = b"a=rsa-sha256" if algorithm == "rsa" else b"a=ed25519-sha256"
+    assert a_tag in raw
+
+    def dns(name, timeout=5):
+        return records.get(name.decode(), "").encode()
+
+    assert dkim.verify(raw, dnsfunc=dns), "dkimpy does not accept the signature"
+    # A changed body no longer verifies: the check above is a real one.
+    tampered = raw.replace(b"Hello Bob.", b"Hello Eve.")
+    assert not dkim.verify(tampered, dnsfunc=dns)
+    # Sent to a DSN-capable peer: settled, no report of ours, nothing left queued.
+    wait_until(lambda: server.queue_list() == [], what="an empty queue")
+    time.sleep(2.5)
+    assert server.mail_list("alice@example.test") == []
+
+
+def test_a_peer_that_defers_then_accepts_gets_the_message_once(make_server, sink):
+    sink.start("-r", "RCPT")
+    server = outbound_server(make_server, sink.port, delay_notice=2)
+    submit(server, ["bob@remote.test"], message("deferred"))
+    # Retried while the peer says 4xx, and the sender told of the delay (RFC 3464 "delayed").
+    wait_until(lambda: any(int(q[4]) >= 2 for q in server.queue_list()), what="two attempts")
+    report = wait_until(lambda: reports(server), what="a delay report")[0]
+    assert report["Subject"].startswith("Delayed Mail")
+    _, blocks, _ = status_blocks(report)
+    assert blocks[0]["Action"] == "delayed" and blocks[0]["Status"].startswith("4.")
+    assert blocks[0]["Final-Recipient"] == "rfc822;bob@remote.test"
+    assert "Will-Retry-Until" in blocks[0]
+    assert sink.messages() == []
+    sink.stop()
+    sink.start()
+    wait_until(sink.messages, what="the message at the peer")
+    wait_until(lambda: server.queue_list() == [], what="an empty queue")
+    time.sleep(3)
+    assert len(sink.messages()) == 1
+    assert len(reports(server)) == 1, "one delay report, no failure report"
+
+
+def test_a_permanent_refusal_sends_one_well_formed_failure_report(make_server, sink):
+    sink.start("-f", "RCPT")
+    server = outbound_server(make_server, sink.port)
+    server.add_alias("list@example.test", "far@remote.test")
+    submit(server, ["bob@remote.test"], message("refused mail"))
+    report = wait_until(lambda: reports(server), what="a failure report")
+    assert len(report) == 1
+    report = report[0]
+    raw = server.mail_show("alice@example.test", 1)
+    assert raw.startswith(b"Return-Path: <>\r\n")
+    assert report["Subject"] == "Undelivered Mail Returned to Sender"
+    assert report["Auto-Submitted"] == "auto-replied"
+    per_message, blocks, parts = status_blocks(report)
+    assert "Arrival-Date" in per_message
+    assert len(blocks) == 1
+    b = blocks[0]
+    assert b["Final-Recipient"] == "rfc822;bob@remote.test"
+    assert b["Action"] == "failed"
+    assert b["Status"] == "5.3.0"
+    assert b["Remote-MTA"] == "dns; 127.0.0.1"
+    assert b["Diagnostic-Code"].startswith("smtp; 500 5.3.0")
+    # RET absent: the original header only (RFC 3462 text/rfc822-headers).
+    assert parts[2].get_content_type() == "text/rfc822-headers"
+    assert "Subject: refused mail" in parts[2].get_content()
+    wait_until(lambda: server.queue_list() == [], what="an empty queue")
+
+    # A message with a null sender (here forwarded by an alias) gets no report when it fails.
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as s:
+        s.sendmail("", ["list@example.test"], message("bounce of a bounce", to="list@example.test"))
+    wait_until(lambda: any(q[2] == "" for q in server.queue_list()), what="the forward queued")
+    wait_until(lambda: server.queue_list() == [], what="the forward settled")
+    time.sleep(2.5)
+    assert len(reports(server)) == 1
+
+
+def test_a_peer_down_past_the_lifetime_gets_a_failure_report(make_server):
+    closed = free_port()
+    server = outbound_server(make_server, closed, lifetime=4)
+    submit(server, ["bob@remote.test"], message("never answered"))
+    report = wait_until(lambda: reports(server), timeout=40, what="an expiry report")[0]
+    _, blocks, _ = status_blocks(report)
+    assert blocks[0]["Action"] == "failed"
+    assert blocks[0]["Status"] == "5.4.7"
+    assert "expired" in report.get_body(("plain",)).get_content()
+    wait_until(lambda: server.queue_list() == [], what="an empty queue")
+
+
+def test_a_scheduled_message_waits_for_its_time_and_can_be_cancelled(make_server, sink):
+    sink.start()
+    server = outbound_server(make_server, sink.port)
+    with smtplib.SMTP("127.0.0.1", server.submission_port) as s:
+        s.starttls(context=unverified_context())
+        s.ehlo()
+        # RFC 4865 §3: the longest hold and the latest release time.
+        interval, latest = s.esmtp_features["futurerelease"].split()
+        assert int(interval) > 0 and latest.endswith("Z")
+        s.login("alice@example.test", PASSWORD)
+        s.sendmail("alice@example.test", ["bob@remote.test"], message("later"), ["HOLDFOR=5"])
+        s.sendmail("alice@example.test", ["bob@remote.test"], message("cancelled"), ["HOLDFOR=600"])
+        with pytest.raises(smtplib.SMTPSenderRefused) as e:
+            s.sendmail("alice@example.test", ["bob@remote.test"], message("too far"),
+                       [f"HOLDFOR={int(interval) + 1}"])
+        assert e.value.smtp_code == 501
+    sent_at = time.monotonic()
+    queue = server.queue_list()
+    assert len(queue) == 2
+    cancelled = max(int(q[0]) for q in queue)
+    show = server.cli("queue", "show", str(cancelled)).stdout.decode()
+    assert "Held until:" in show and "Subject: cancelled" in show
+    out = server.cli("queue", "delete", str(cancelled)).stdout.decode()
+    assert "deleted" in out
+    assert server.cli("queue", "delete", str(cancelled), check=False).returncode != 0
+    time.sleep(3)
+    assert sink.messages() == [], "sent before its release time"
+    got = wait_until(sink.messages, what="the released message")
+    assert time.monotonic() - sent_at >= 4.5
+    time.sleep(2)
+    got = sink.messages()
+    assert len(got) == 1 and b"Subject: later" in got[0][1]
+    assert server.queue_list() == []
+
+
+def test_sigkill_in_the_middle_of_sending_loses_nothing(make_server, sink):
+    # The peer waits a second before answering DATA, so that the kill finds sends in flight.
+    sink.start("-w", "1")
+    server = outbound_server(make_server, sink.port, max_connections_per_destination=4)
+    total = 20
+    for i in range(total):
+        submit(server, ["bob@remote.test"], message(f"crash {i}"))
+    wait_until(lambda: len(sink.messages()) >= 3, what="some deliveries")
+    server.kill9()
+    server.start()
+    wait_until(lambda: server.queue_list() == [], timeout=90, what="the queue drained")
+    ids = [m.split(b"Message-ID: ")[1].split(b"\r\n")[0] for _, m in sink.messages()]
+    assert sorted(set(ids)) == sorted(f"<crash-{i}@example.test>".encode() for i in range(total))
+    # Only what was in flight at the kill (at most one per connection) may arrive twice.
+    assert len(ids) - total <= 4, f"{len(ids) - total} duplicates"
+
+
+def test_two_processes_share_the_queue_and_take_over_a_dead_ones_work(make_server, sink, backend):
+    if backend != "postgres":
+        pytest.skip("several processes share a queue through PostgreSQL")
+    sink.start()
+    a = outbound_server(make_server, sink.port)
+    b = make_server(accounts=(), domain=None, start=False, share_store_of=a)
+    b.config = a.config
+    b.start()
+    total = 30
+    for i in range(total):
+        submit(a if i % 2 else b, ["bob@remote.test"], message(f"shared {i}"))
+    wait_until(lambda: len(sink.messages()) >= total, what="all messages sent")
+    time.sleep(2)
+    assert len(sink.messages()) == total, "a message was sent twice"
+
+    # A slow peer; the process holding the work dies; the other resumes it after the lease.
+    sink.stop()
+    sink.clear()
+    sink.start("-w", "3")
+    for i in range(6):
+        submit(a, ["bob@remote.test"], message(f"handover {i}"))
+
+    def leased_by_a():
+        return any("being sent by" in a.cli("queue", "show", q[0]).stdout.decode()
+                   for q in a.queue_list())
+    wait_until(leased_by_a, what="work in progress")
+    a.kill9()
+    killed = time.monotonic()
+    wait_until(lambda: b.queue_list() == [], timeout=60, what="the survivor finishing")
+    ids = {m.split(b"Message-ID: ")[1].split(b"\r\n")[0] for _, m in sink.messages()}
+    assert ids == {f"<handover-{i}@example.test>".encode() for i in range(6)}
+    # Lease 3 s, renewal a third of it: the survivor starts within a few seconds.
+    assert time.monotonic() - killed < 40
