@@ -78,15 +78,17 @@ def sink():
     shutil.rmtree(s.dir, ignore_errors=True)
 
 
-def outbound_server(make_server, peer_port, start=True, **settings):
-    """A server whose outbound mail goes to `peer_port`, with quick retries for tests."""
+def outbound_server(make_server, peer_port, start=True, tail="", **settings):
+    """A server whose outbound mail goes to `peer_port` (None: no smarthost), with quick
+    retries for tests; `tail` is more TOML after the [outbound] table."""
     server = make_server(accounts=(), start=False)
     server.add_account("alice@example.test", PASSWORD)
-    options = {"smarthost": f'"127.0.0.1:{peer_port}"', "retry_base": 1, "retry_max": 2,
-               "delay_notice": 0, "lease": 3, "timeout": 20}
+    options = {"smarthost": f'"127.0.0.1:{peer_port}"' if peer_port else None, "retry_base": 1,
+               "retry_max": 2, "delay_notice": 0, "lease": 3, "timeout": 20}
     options.update(settings)
     config = server.data_dir.parent / "outbound.toml"
-    config.write_text("[outbound]\n" + "".join(f"{k} = {v}\n" for k, v in options.items()))
+    config.write_text("[outbound]\n" + "".join(f"{k} = {v}\n" for k, v in options.items()
+                                               if v is not None) + tail)
     server.config = config
     if start:
         server.start()
@@ -240,6 +242,34 @@ def test_a_permanent_refusal_sends_one_well_formed_failure_report(make_server, s
     assert len(reports(server)) == 1
 
 
+def test_success_reports_are_made_where_the_duty_is_ours(make_server, sink):
+    # A peer without DSN (-N): a requested success report is ours, as "relayed"; a local
+    # recipient's is "delivered" (RFC 3461 §5.2.2, §5.2.3). Without NOTIFY=SUCCESS: none.
+    sink.start("-N")
+    server = outbound_server(make_server, sink.port)
+    server.add_account("carol@example.test")
+    submit(server, ["bob@remote.test", "carol@example.test"], message("tell me"),
+           mail_options=["ENVID=tell-me-1"], rcpt_options=["NOTIFY=SUCCESS"])
+    submit(server, ["dan@remote.test", "carol@example.test"], message("quiet"))
+
+    def blocks():
+        found = []
+        for r in reports(server):
+            per_message, per_recipient, _ = status_blocks(r)
+            assert per_message["Original-Envelope-Id"] == "tell-me-1"
+            found += [(b["Final-Recipient"], b["Action"], b["Status"]) for b in per_recipient]
+        return len(found) >= 2 and sorted(found)
+    assert wait_until(blocks, what="two success reports") == [
+        ("rfc822;bob@remote.test", "relayed", "2.0.0"),
+        ("rfc822;carol@example.test", "delivered", "2.0.0")]
+    # The peer was not sent NOTIFY (it does not know DSN).
+    assert all("NOTIFY" not in t["X-Rcpt-Args"][0] for t, _ in sink.messages())
+    wait_until(lambda: server.queue_list() == [], what="an empty queue")
+    wait_until(lambda: len(server.mail_list("carol@example.test")) == 2, what="carol's copies")
+    time.sleep(2.5)
+    assert len(blocks()) == 2
+
+
 def test_a_peer_down_past_the_lifetime_gets_a_failure_report(make_server):
     closed = free_port()
     server = outbound_server(make_server, closed, lifetime=4)
@@ -255,6 +285,7 @@ def test_a_peer_down_past_the_lifetime_gets_a_failure_report(make_server):
 def test_a_scheduled_message_waits_for_its_time_and_can_be_cancelled(make_server, sink):
     sink.start()
     server = outbound_server(make_server, sink.port)
+    server.add_account("carol@example.test")
     with smtplib.SMTP("127.0.0.1", server.submission_port) as s:
         s.starttls(context=unverified_context())
         s.ehlo()
@@ -262,7 +293,9 @@ def test_a_scheduled_message_waits_for_its_time_and_can_be_cancelled(make_server
         interval, latest = s.esmtp_features["futurerelease"].split()
         assert int(interval) > 0 and latest.endswith("Z")
         s.login("alice@example.test", PASSWORD)
-        s.sendmail("alice@example.test", ["bob@remote.test"], message("later"), ["HOLDFOR=5"])
+        # Held for everyone, the local recipient too (RFC 4865 §3).
+        s.sendmail("alice@example.test", ["bob@remote.test", "carol@example.test"], message("later"),
+                   ["HOLDFOR=5"])
         s.sendmail("alice@example.test", ["bob@remote.test"], message("cancelled"), ["HOLDFOR=600"])
         with pytest.raises(smtplib.SMTPSenderRefused) as e:
             s.sendmail("alice@example.test", ["bob@remote.test"], message("too far"),
@@ -270,7 +303,7 @@ def test_a_scheduled_message_waits_for_its_time_and_can_be_cancelled(make_server
         assert e.value.smtp_code == 501
     sent_at = time.monotonic()
     queue = server.queue_list()
-    assert len(queue) == 2
+    assert len({q[0] for q in queue}) == 2 and len(queue) == 3
     cancelled = max(int(q[0]) for q in queue)
     show = server.cli("queue", "show", str(cancelled)).stdout.decode()
     assert "Held until:" in show and "Subject: cancelled" in show
@@ -279,8 +312,11 @@ def test_a_scheduled_message_waits_for_its_time_and_can_be_cancelled(make_server
     assert server.cli("queue", "delete", str(cancelled), check=False).returncode != 0
     time.sleep(3)
     assert sink.messages() == [], "sent before its release time"
+    assert server.mail_list("carol@example.test") == [], "delivered before its release time"
     got = wait_until(sink.messages, what="the released message")
     assert time.monotonic() - sent_at >= 4.5
+    wait_until(lambda: server.mail_list("carol@example.test"), what="the local copy")
+    assert server.mail_show("carol@example.test", 1).startswith(b"Return-Path: <alice@example.test>\r\n")
     time.sleep(2)
     got = sink.messages()
     assert len(got) == 1 and b"Subject: later" in got[0][1]
@@ -337,3 +373,126 @@ def test_two_processes_share_the_queue_and_take_over_a_dead_ones_work(make_serve
     assert ids == {f"<handover-{i}@example.test>".encode() for i in range(6)}
     # Lease 3 s, renewal a third of it: the survivor starts within a few seconds.
     assert time.monotonic() - killed < 40
+
+
+class Zone:
+    """A loopback DNS server (dnslib) answering for the test's zone only."""
+
+    def __init__(self, records):
+        from dnslib import RR, QTYPE, RCODE
+        from dnslib.server import BaseResolver, DNSServer
+
+        self.records = records  # {(name, type): [rdata text]}; names end with "."
+
+        zone = self
+
+        class Resolver(BaseResolver):
+            def resolve(self, request, handler):
+                reply = request.reply()
+                q = request.q
+                name, qtype = str(q.qname).lower(), QTYPE[q.qtype]
+                known = {n for n, _ in zone.records}
+                for value in zone.records.get((name, qtype), []):
+                    reply.add_answer(*RR.fromZone(f"{name} 60 IN {qtype} {value}"))
+                if name not in known:
+                    reply.header.rcode = RCODE.NXDOMAIN
+                return reply
+
+        self.port = free_port()
+        self.server = DNSServer(Resolver(), port=self.port, address="127.0.0.1")
+        self.server.start_thread()
+
+    def stop(self):
+        self.server.stop()
+
+
+@pytest.fixture
+def zone_for(sink):
+    zones = []
+
+    def make(records):
+        z = Zone(records)
+        zones.append(z)
+        return z
+    yield make
+    for z in zones:
+        z.stop()
+
+
+def test_mx_hosts_are_found_in_dns_in_preference_order(make_server, sink, zone_for):
+    sink.start()
+    zone = zone_for({
+        # The preferred MX has no listener: the next one takes the mail (RFC 5321 §5.1).
+        ("remote.test.", "MX"): ["10 mx1.remote.test.", "20 mx2.remote.test."],
+        ("mx1.remote.test.", "A"): ["127.0.0.7"],
+        ("mx2.remote.test.", "A"): ["127.0.0.1"],
+        # No MX: the domain's own address is the implicit MX.
+        ("implicit.test.", "A"): ["127.0.0.1"],
+        # RFC 7505 null MX.
+        ("nomail.test.", "MX"): ["0 ."],
+        ("routed.test.", "MX"): ["10 mx1.remote.test."],
+    })
+    server = outbound_server(
+        make_server, None, port=sink.port, dns_servers=f'["127.0.0.1:{zone.port}"]',
+        tail=f'[outbound.routes]\n"routed.test" = "127.0.0.1:{sink.port}"\n')
+    submit(server, ["bob@remote.test"], message("via mx2"))
+    submit(server, ["ann@implicit.test"], message("implicit mx", to="ann@implicit.test"))
+    submit(server, ["joe@routed.test"], message("routed", to="joe@routed.test"))
+    submit(server, ["x@nomail.test"], message("null mx", to="x@nomail.test"))
+    submit(server, ["y@nowhere.test"], message("no domain", to="y@nowhere.test"))
+    got = wait_until(lambda: len(sink.messages()) >= 3 and sink.messages(), what="three deliveries")
+    rcpts = sorted(t["X-Rcpt-Args"][0] for t, _ in got)
+    assert rcpts == ["<ann@implicit.test>", "<bob@remote.test>", "<joe@routed.test>"]
+    failures = wait_until(lambda: len(reports(server)) >= 2 and reports(server), what="two reports")
+    statuses = sorted((status_blocks(r)[1][0]["Final-Recipient"], status_blocks(r)[1][0]["Status"])
+                      for r in failures)
+    assert statuses == [("rfc822;x@nomail.test", "5.1.10"), ("rfc822;y@nowhere.test", "5.1.2")]
+    wait_until(lambda: server.queue_list() == [], what="an empty queue")
+
+
+def test_eight_bit_mail_is_converted_for_a_peer_without_8bitmime(make_server, sink):
+    sink.start("-8")
+    server = outbound_server(make_server, sink.port, start=False)
+    server.cli("dkim", "generate", "example.test")
+    server.start()
+    records = dkim_records(server)
+    body = "Grüße aus Köln — ça va?\r\n"
+    msg = message("eight bit", body=body,
+                  extra="MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                        "Content-Transfer-Encoding: 8bit\r\n")
+    submit(server, ["bob@remote.test"], msg, mail_options=["BODY=8BITMIME"])
+    trace, raw = wait_until(sink.messages, what="the converted message")[0]
+    assert "BODY=8BITMIME" not in trace["X-Mail-Args"][0]
+    assert raw.isascii()
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Content-Transfer-Encoding"] == "base64"
+    # The very octets that were sent, line breaks included.
+    assert parsed.get_payload(decode=True) == body.encode()
+    # Signed after the conversion: the signature holds for what was sent.
+    assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: records.get(name.decode(), "").encode())
+
+
+def test_a_utf8_address_to_a_peer_without_smtputf8_fails_with_a_report(make_server, sink):
+    sink.start()
+    server = outbound_server(make_server, sink.port)
+    with smtplib.SMTP("127.0.0.1", server.submission_port) as s:
+        s.starttls(context=unverified_context())
+        s.login("alice@example.test", PASSWORD)
+        s.sendmail("alice@example.test", ["bjørn@remote.test"], message("utf8", to="bjørn@remote.test"),
+                   ["SMTPUTF8"])
+    report = wait_until(lambda: reports(server), what="a failure report")[0]
+    _, blocks, _ = status_blocks(report)
+    assert blocks[0]["Status"] == "5.6.7" and blocks[0]["Action"] == "failed"
+    assert sink.messages() == []
+
+
+def test_starttls_is_used_when_the_peer_offers_it(make_server):
+    # Another Trimaran as the receiving side: its MX offers STARTTLS (smtp-sink cannot).
+    receiver = make_server(domain="remote.test", accounts=("bob@remote.test",))
+    sender = outbound_server(make_server, receiver.smtp_port)
+    submit(sender, ["bob@remote.test"], message("over tls"))
+    wait_until(lambda: receiver.mail_list("bob@remote.test"), what="the message at the peer")
+    raw = receiver.mail_show("bob@remote.test", 1)
+    # The peer's trace field says the session was encrypted (RFC 3848 ESMTPS).
+    assert b"by mx.trimaran.test (Trimaran) with ESMTPS id" in raw
+    wait_until(lambda: sender.queue_list() == [], what="an empty queue")

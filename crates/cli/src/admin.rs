@@ -113,8 +113,14 @@ pub enum QueueCommand {
     List,
     /// A queued message: its envelope, each recipient's state, and its header fields.
     Show { id: i64 },
-    /// Try a queued message's pending recipients now (also releases a held message).
-    Retry { id: i64 },
+    /// Try a queued message's pending recipients now (also releases a held message); with
+    /// --all, every queued message.
+    Retry {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        #[arg(long)]
+        all: bool,
+    },
     /// Remove a queued message, e.g. to cancel a scheduled one (RFC 4865) before its time.
     /// Recipients being sent at this moment may still be delivered.
     Delete { id: i64 },
@@ -491,13 +497,16 @@ pub async fn queue(config: Config, cmd: QueueCommand) -> anyhow::Result<()> {
                 Err(e) => println!("Message body unreadable: {e}"),
             }
         }
-        QueueCommand::Retry { id } => {
-            entries(id, store.meta().queue_list().await?)?;
-            let n = store
-                .meta()
-                .queue_release(id, trimaran_core::store::now_unix())
-                .await?;
-            println!("{n} recipient(s) of message {id} due now");
+        QueueCommand::Retry { id, .. } => {
+            if let Some(id) = id {
+                entries(id, store.meta().queue_list().await?)?;
+            }
+            let now = trimaran_core::store::now_unix();
+            let n = store.meta().queue_release(id, now).await?;
+            match id {
+                Some(id) => println!("{n} recipient(s) of message {id} due now"),
+                None => println!("{n} recipient(s) due now"),
+            }
         }
         QueueCommand::Delete { id } => {
             entries(id, store.meta().queue_list().await?)?;

@@ -37,11 +37,48 @@ pub(crate) async fn make_reports(runner: &Runner) -> Result<(), StoreError> {
         for r in due {
             by_message.entry(r.queue_id).or_default().push(r);
         }
+        // Recipients that owe no report (the common case: accepted by a DSN-capable peer) are
+        // cleared together, in one write per round.
+        let (mut quiet_settled, mut quiet_delayed) = (Vec::new(), Vec::new());
         for records in by_message.values() {
-            report_one(runner, records).await?;
+            if owed(records).is_empty() {
+                split(records, &mut quiet_settled, &mut quiet_delayed);
+            } else {
+                report_one(runner, records).await?;
+            }
+        }
+        if !quiet_settled.is_empty() || !quiet_delayed.is_empty() {
+            store
+                .meta()
+                .queue_reported(&quiet_settled, &quiet_delayed)
+                .await?;
         }
         if !full {
             return Ok(());
+        }
+    }
+}
+
+/// The recipients of one message that are owed a report, with its kind; none for the null
+/// sender (RFC 3461 §6.2, RFC 5321 §4.5.5: reports themselves have one, so they cannot loop).
+fn owed(records: &[QueueRecord]) -> Vec<(&QueueRecord, Action)> {
+    if records[0].sender.is_empty() {
+        return Vec::new();
+    }
+    records
+        .iter()
+        .filter_map(|r| Action::for_record(r).map(|a| (r, a)))
+        .filter(|(r, a)| a.wanted(r))
+        .collect()
+}
+
+/// Settled recipients are removed once reported; pending ones are marked as told of delay.
+fn split(records: &[QueueRecord], settled: &mut Vec<i64>, delayed: &mut Vec<i64>) {
+    for r in records {
+        if r.status == QueueStatus::Pending {
+            delayed.push(r.recipient_id);
+        } else {
+            settled.push(r.recipient_id);
         }
     }
 }
@@ -50,42 +87,26 @@ async fn report_one(runner: &Runner, records: &[QueueRecord]) -> Result<(), Stor
     let store = &runner.core.store;
     let config = &runner.core.config;
     let sender = &records[0].sender;
-    let entries: Vec<(&QueueRecord, Action)> = records
-        .iter()
-        .filter_map(|r| Action::for_record(r).map(|a| (r, a)))
-        .filter(|(r, a)| a.wanted(r))
-        .collect();
-    // RFC 3461 §6.2 / RFC 5321 §4.5.5: never a report to the null sender (reports themselves
-    // have one, so they cannot loop).
-    if !sender.is_empty() && !entries.is_empty() {
-        let original = store.read_blob(&records[0].hash).await.ok();
-        let now = now_unix();
-        let mut id = blake3::Hasher::new_derive_key("trimaran 2026 delivery report v1");
-        for (r, a) in &entries {
-            id.update(&r.recipient_id.to_le_bytes());
-            id.update(format!("{a:?}").as_bytes());
-        }
-        let id = id.finalize().to_hex()[..32].to_string();
-        let report = Report {
-            hostname: &config.hostname,
-            lifetime: config.outbound.lifetime as i64,
-            entries,
-            original: original.as_deref(),
-            now,
-        }
-        .build(&id);
-        send_report(runner, sender, report, format!("report-{id}")).await?;
+    let entries = owed(records);
+    let original = store.read_blob(&records[0].hash).await.ok();
+    let now = now_unix();
+    let mut id = blake3::Hasher::new_derive_key("trimaran 2026 delivery report v1");
+    for (r, a) in &entries {
+        id.update(&r.recipient_id.to_le_bytes());
+        id.update(format!("{a:?}").as_bytes());
     }
-    let settled: Vec<i64> = records
-        .iter()
-        .filter(|r| r.status != QueueStatus::Pending)
-        .map(|r| r.recipient_id)
-        .collect();
-    let delayed: Vec<i64> = records
-        .iter()
-        .filter(|r| r.status == QueueStatus::Pending)
-        .map(|r| r.recipient_id)
-        .collect();
+    let id = id.finalize().to_hex()[..32].to_string();
+    let report = Report {
+        hostname: &config.hostname,
+        lifetime: config.outbound.lifetime as i64,
+        entries,
+        original: original.as_deref(),
+        now,
+    }
+    .build(&id);
+    send_report(runner, sender, report, format!("report-{id}")).await?;
+    let (mut settled, mut delayed) = (Vec::new(), Vec::new());
+    split(records, &mut settled, &mut delayed);
     store.meta().queue_reported(&settled, &delayed).await
 }
 

@@ -191,9 +191,9 @@ pub trait MetaStore: Send + Sync {
     /// After their reports: removes the settled recipients (and messages left with none) and
     /// marks the delayed ones as reported.
     async fn queue_reported(&self, settled: &[i64], delayed: &[i64]) -> Result<()>;
-    /// Makes a queued message's pending recipients due at `now`, held or not (`queue retry`);
-    /// returns how many.
-    async fn queue_release(&self, queue_id: i64, now: i64) -> Result<u64>;
+    /// Makes a queued message's pending recipients (or, with `None`, every pending recipient)
+    /// due at `now`, held or not (`queue retry`); returns how many.
+    async fn queue_release(&self, queue_id: Option<i64>, now: i64) -> Result<u64>;
     /// Removes a queued message and its recipients (`queue delete`); returns the recipients
     /// removed.
     async fn queue_delete(&self, queue_id: i64) -> Result<u64>;

@@ -423,7 +423,7 @@ async fn queue_leases_hand_work_to_one_owner_at_a_time() {
             .await
             .unwrap()
             .is_empty());
-        assert_eq!(m.queue_release(held, now).await.unwrap(), 1, "{name}");
+        assert_eq!(m.queue_release(Some(held), now).await.unwrap(), 1, "{name}");
         let c = m.queue_claim("c", now, now + 30, 100).await.unwrap();
         assert_eq!(c.len(), 1, "{name}");
         assert_eq!(c[0].queue_id, held);

@@ -1595,7 +1595,7 @@ impl MetaStore for PostgresStore {
         self.queue_mark_reported(settled, delayed).await
     }
 
-    async fn queue_release(&self, queue_id: i64, now: i64) -> Result<u64> {
+    async fn queue_release(&self, queue_id: Option<i64>, now: i64) -> Result<u64> {
         self.queue_release_now(queue_id, now).await
     }
 

@@ -271,11 +271,12 @@ impl PostgresStore {
         tx.commit().await.map_err(map_err)
     }
 
-    pub(super) async fn queue_release_now(&self, queue_id: i64, now: i64) -> Result<u64> {
+    pub(super) async fn queue_release_now(&self, queue_id: Option<i64>, now: i64) -> Result<u64> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
         tx.execute(
-            "UPDATE queue_messages SET hold_until = $2 WHERE id = $1 AND hold_until > $2",
+            "UPDATE queue_messages SET hold_until = $2
+             WHERE ($1::BIGINT IS NULL OR id = $1) AND hold_until > $2",
             &[&queue_id, &now],
         )
         .await
@@ -283,7 +284,7 @@ impl PostgresStore {
         let n = tx
             .execute(
                 "UPDATE queue_recipients SET next_attempt = $2
-                 WHERE queue_id = $1 AND status = 'pending'",
+                 WHERE ($1::BIGINT IS NULL OR queue_id = $1) AND status = 'pending'",
                 &[&queue_id, &now],
             )
             .await

@@ -1934,17 +1934,18 @@ impl MetaStore for SqliteStore {
         .await
     }
 
-    async fn queue_release(&self, queue_id: i64, now: i64) -> Result<u64> {
+    async fn queue_release(&self, queue_id: Option<i64>, now: i64) -> Result<u64> {
         self.write(move |c| {
             c.execute(
-                "UPDATE queue_messages SET hold_until = ?2 WHERE id = ?1 AND hold_until > ?2",
+                "UPDATE queue_messages SET hold_until = ?2
+                 WHERE (?1 IS NULL OR id = ?1) AND hold_until > ?2",
                 params![queue_id, now],
             )
             .map_err(map_err)?;
             let n = c
                 .execute(
                     "UPDATE queue_recipients SET next_attempt = ?2
-                     WHERE queue_id = ?1 AND status = 'pending'",
+                     WHERE (?1 IS NULL OR queue_id = ?1) AND status = 'pending'",
                     params![queue_id, now],
                 )
                 .map_err(map_err)?;
