@@ -340,6 +340,23 @@ def test_sigkill_in_the_middle_of_sending_loses_nothing(make_server, sink):
     assert len(ids) - total <= 4, f"{len(ids) - total} duplicates"
 
 
+def test_a_clean_stop_finishes_its_sends_so_nothing_arrives_twice(make_server, sink):
+    sink.start("-w", "1")
+    server = outbound_server(make_server, sink.port)
+    for i in range(6):
+        submit(server, ["bob@remote.test"], message(f"stop {i}"))
+    wait_until(lambda: len(sink.messages()) >= 1, what="the first delivery")
+    server.stop()  # SIGTERM: sends under way are finished and recorded first
+    assert "outbound sends still under way" not in server.log_text()
+    # Nothing left leased by the stopped process: whatever it had started, it recorded.
+    for q in server.queue_list():
+        assert "being sent by" not in server.cli("queue", "show", q[0]).stdout.decode()
+    server.start()
+    wait_until(lambda: server.queue_list() == [], timeout=60, what="the queue drained")
+    ids = [m.split(b"Message-ID: ")[1].split(b"\r\n")[0] for _, m in sink.messages()]
+    assert sorted(ids) == sorted(f"<stop-{i}@example.test>".encode() for i in range(6))
+
+
 def test_two_processes_share_the_queue_and_take_over_a_dead_ones_work(make_server, sink, backend):
     if backend != "postgres":
         pytest.skip("several processes share a queue through PostgreSQL")

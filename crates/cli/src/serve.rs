@@ -167,14 +167,21 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if tasks.is_empty() {
         anyhow::bail!("every listener is disabled; nothing to serve");
     }
-    tasks.push(trimaran_outbound::start(core).map_err(anyhow::Error::msg)?);
+    let outbound = trimaran_outbound::Outbound::start(core).map_err(anyhow::Error::msg)?;
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; open transactions may finish");
-    let (smtp_left, pop3_left, imap_left) = tokio::join!(
+    let (smtp_left, pop3_left, imap_left, sending) = tokio::join!(
         smtp.shut_down(SHUTDOWN_GRACE),
         pop3.shut_down(SHUTDOWN_GRACE),
-        imap.shut_down(SHUTDOWN_GRACE)
+        imap.shut_down(SHUTDOWN_GRACE),
+        outbound.stop(SHUTDOWN_GRACE)
     );
+    if sending > 0 {
+        tracing::warn!(
+            recipients = sending,
+            "outbound sends still under way after the grace period; their leases will lapse"
+        );
+    }
     let left = smtp_left + pop3_left + imap_left;
     if left > 0 {
         // Their clients were not answered, so they still hold the mail and will retry.

@@ -21,8 +21,23 @@ use std::sync::Arc;
 
 use trimaran_core::Core;
 
-/// Starts the queue runner of this process.
-pub fn start(core: Arc<Core>) -> Result<tokio::task::JoinHandle<()>, String> {
-    let runner = worker::Runner::new(core)?;
-    Ok(tokio::spawn(runner.run()))
+/// The queue runner of this process.
+pub struct Outbound {
+    runner: Arc<worker::Runner>,
+}
+
+impl Outbound {
+    /// Starts sending.
+    pub fn start(core: Arc<Core>) -> Result<Outbound, String> {
+        let runner = worker::Runner::new(core)?;
+        tokio::spawn(runner.clone().run());
+        Ok(Outbound { runner })
+    }
+
+    /// Stops claiming work and waits up to `grace` for the sends under way; returns how many
+    /// recipients were still in progress (their leases lapse and another process, or this
+    /// one restarted, takes them over).
+    pub async fn stop(&self, grace: std::time::Duration) -> usize {
+        self.runner.stop(grace).await
+    }
 }

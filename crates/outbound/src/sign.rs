@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -104,27 +104,24 @@ fn load(key: &DkimKey) -> Result<Key, String> {
         Algorithm::RsaSha256 => {
             let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.private_key.clone()));
             let k = RsaKey::<Sha256>::from_key_der(der).map_err(|e| e.to_string())?;
-            Key::Rsa(
-                DkimSigner::from_key(k)
-                    .domain(&key.domain)
-                    .selector(&key.selector)
-                    .headers(SIGNED_HEADERS.iter().copied())
-                    .header_canonicalization(Canonicalization::Relaxed)
-                    .body_canonicalization(Canonicalization::Relaxed),
-            )
+            Key::Rsa(signer(k, key))
         }
         Algorithm::Ed25519Sha256 => {
             let k = Ed25519Key::from_pkcs8_der(&key.private_key).map_err(|e| e.to_string())?;
-            Key::Ed25519(
-                DkimSigner::from_key(k)
-                    .domain(&key.domain)
-                    .selector(&key.selector)
-                    .headers(SIGNED_HEADERS.iter().copied())
-                    .header_canonicalization(Canonicalization::Relaxed)
-                    .body_canonicalization(Canonicalization::Relaxed),
-            )
+            Key::Ed25519(signer(k, key))
         }
     })
+}
+
+/// relaxed/relaxed (RFC 6376 §3.4): survives the header rewrapping and trailing-space changes
+/// relays make.
+fn signer<T: SigningKey>(k: T, key: &DkimKey) -> DkimSigner<T, Done> {
+    DkimSigner::from_key(k)
+        .domain(&key.domain)
+        .selector(&key.selector)
+        .headers(SIGNED_HEADERS.iter().copied())
+        .header_canonicalization(Canonicalization::Relaxed)
+        .body_canonicalization(Canonicalization::Relaxed)
 }
 
 /// The domain a message is signed for: its From address's (what DMARC aligns with, RFC 7489

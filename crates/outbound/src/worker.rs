@@ -44,6 +44,8 @@ pub struct Runner {
     idle: Mutex<HashMap<Destination, Vec<(Instant, Connection)>>>,
     /// Recipients this process holds leases on.
     in_flight: Mutex<HashSet<i64>>,
+    /// Set when the process is asked to stop: nothing more is claimed.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// One message's recipients at one destination: one SMTP transaction.
@@ -70,6 +72,7 @@ impl Runner {
             per_destination: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             core,
         }))
     }
@@ -90,7 +93,7 @@ impl Runner {
         tokio::spawn(self.clone().close_idle());
         let mut keys_loaded: Option<Instant> = None;
         let mut failing = false;
-        loop {
+        while !self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             if keys_loaded.is_none_or(|t| t.elapsed() >= KEY_RELOAD) {
                 self.reload_keys().await;
                 keys_loaded = Some(Instant::now());
@@ -126,6 +129,23 @@ impl Runner {
         }
     }
 
+    /// Stops claiming and waits, up to `grace`, for the transactions under way to finish and
+    /// be recorded: a send cut off between the peer's 250 and our record of it would be sent
+    /// again by whoever takes the lease over. Returns how many recipients were left.
+    pub async fn stop(&self, grace: Duration) -> usize {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.core.queue_wake.notify_one();
+        let deadline = Instant::now() + grace;
+        loop {
+            let left = self.in_flight.lock().unwrap().len();
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn reload_keys(&self) {
         match self.store().meta().dkim_keys().await {
             Ok(keys) => {
@@ -158,9 +178,17 @@ impl Runner {
                 .or_default()
                 .push(record);
         }
+        let mut ours: HashMap<String, bool> = HashMap::new();
         for ((_, domain), records) in groups {
+            let known = match ours.get(&domain) {
+                Some(&local) => Ok(local),
+                None => self.store().meta().domain_exists(&domain).await,
+            };
+            if let Ok(local) = known {
+                ours.insert(domain.clone(), local);
+            }
             // A held message's local recipients wait in the queue too (RFC 4865).
-            match self.store().meta().domain_exists(&domain).await {
+            match known {
                 Ok(true) => local.extend(records),
                 Ok(false) => by_dest
                     .entry(self.router.destination(&domain))
@@ -262,6 +290,12 @@ impl Runner {
             for conn in stale {
                 conn.quit().await;
             }
+            // Destinations nobody is sending to lose their counters (there may be many).
+            let limit = self.core.config.outbound.max_connections_per_destination;
+            self.per_destination
+                .lock()
+                .unwrap()
+                .retain(|_, slots| slots.available_permits() < limit);
         }
     }
 
