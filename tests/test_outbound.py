@@ -22,6 +22,8 @@ from smtpwire import unverified_context
 pytestmark = pytest.mark.timeout(180)
 
 PASSWORD = "correct horse"
+# Debian puts it in /usr/sbin, which a non-root PATH may lack.
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 
 
 class Sink:
@@ -37,7 +39,7 @@ class Sink:
 
     def start(self, *flags):
         self.proc = subprocess.Popen(
-            ["smtp-sink", "-u", "nobody", "-d", f"{self.dir}/%H%M%S.", *flags,
+            [SMTP_SINK, "-u", "nobody", "-d", f"{self.dir}/%H%M%S.", *flags,
              f"127.0.0.1:{self.port}", "64"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_for_banner(self.port, 10, self.proc)

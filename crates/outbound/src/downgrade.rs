@@ -67,7 +67,7 @@ pub fn to_seven_bit(message: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(message.len() * 4 / 3);
     let mut at = 0;
     for (start, end, with) in edits {
-        if start < at {
+        if start < at || end < start || end > message.len() {
             return None;
         }
         out.extend_from_slice(&message[at..start]);
