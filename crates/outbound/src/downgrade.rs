@@ -128,4 +128,15 @@ mod tests {
         let m = "From: a@b\r\nSubject: Grüße\r\n\r\nGrüße\r\n";
         assert!(to_seven_bit(m.as_bytes()).is_none());
     }
+
+    #[test]
+    fn every_truncation_of_a_nested_message_converts_or_refuses_without_panic() {
+        let m = "From: a@b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"o\"\r\n\r\n--o\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n--i\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nñandú\r\n--i\r\nContent-Type: text/html\r\n\r\n<p>ü</p>\r\n--i--\r\n--o\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nöl\r\n--o--\r\n";
+        let bytes = m.as_bytes();
+        for end in 0..=bytes.len() {
+            if let Some(out) = to_seven_bit(&bytes[..end]) {
+                assert!(out.is_ascii(), "at {end}");
+            }
+        }
+    }
 }

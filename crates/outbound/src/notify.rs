@@ -102,8 +102,18 @@ async fn report_one(runner: &Runner, records: &[QueueRecord]) -> Result<(), Stor
         entries,
         original: original.as_deref(),
         now,
-    }
-    .build(&id);
+    };
+    // A report is made from the sender's message; a panic must not block every later report
+    // (this one is then skipped, loudly).
+    let Ok(report) = std::panic::catch_unwind(|| report.build(&id)) else {
+        tracing::error!(
+            queue_id = records[0].queue_id,
+            "building a delivery report panicked; report skipped"
+        );
+        let (mut settled, mut delayed) = (Vec::new(), Vec::new());
+        split(records, &mut settled, &mut delayed);
+        return store.meta().queue_reported(&settled, &delayed).await;
+    };
     send_report(runner, sender, report, format!("report-{id}")).await?;
     let (mut settled, mut delayed) = (Vec::new(), Vec::new());
     split(records, &mut settled, &mut delayed);

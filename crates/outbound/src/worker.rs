@@ -352,9 +352,21 @@ impl Runner {
                 }
             }
             let c = conn.as_mut().expect("connected");
-            let prepared = match transport::prepare(&bytes, first, &envelope, &c.extensions) {
-                Ok(p) => p,
-                Err(reason) => return all(Failure::Permanent(reason)),
+            // The message is the sender's, and parsing it must not take the lane down with
+            // its claimed work (that would sit leased and renewed forever): a panic here is
+            // our fault, so temporary (G2), and logged.
+            let prepared = std::panic::catch_unwind(|| {
+                transport::prepare(&bytes, first, &envelope, &c.extensions)
+            });
+            let prepared = match prepared {
+                Ok(Ok(p)) => p,
+                Ok(Err(reason)) => return all(Failure::Permanent(reason)),
+                Err(_) => {
+                    tracing::error!(queue_id = first.queue_id, "preparing a message panicked");
+                    return all(Failure::Temporary(
+                        "4.3.0 internal error preparing the message".into(),
+                    ));
+                }
             };
             let Prepared {
                 message,
@@ -417,7 +429,13 @@ impl Runner {
 
     fn sign(&self, message: &[u8], sender: &str) -> Vec<u8> {
         let signer = self.signer.lock().unwrap().clone();
-        let signature = signing_domain(message, sender).and_then(|d| signer.signature(&d, message));
+        let signature = std::panic::catch_unwind(|| {
+            signing_domain(message, sender).and_then(|d| signer.signature(&d, message))
+        })
+        .unwrap_or_else(|_| {
+            tracing::error!("DKIM signing panicked; sending unsigned");
+            None
+        });
         match signature {
             Some(mut header) => {
                 header.extend_from_slice(message);
