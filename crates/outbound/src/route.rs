@@ -51,7 +51,9 @@ pub struct Router {
     smarthost: Option<Relay>,
     routes: HashMap<String, Relay>,
     mx_port: u16,
-    resolver: TokioResolver,
+    /// None when the system has no usable DNS configuration: the server still runs (a
+    /// receive-only node, or a smarthost given by address), and lookups fail temporarily.
+    resolver: Option<TokioResolver>,
 }
 
 impl Router {
@@ -64,22 +66,27 @@ impl Router {
             .map(|(d, r)| Ok((d.to_ascii_lowercase(), parse(r)?)))
             .collect::<Result<_, String>>()?;
         let resolver = if config.dns_servers.is_empty() {
-            TokioResolver::builder_tokio()
-                .map_err(|e| format!("reading the system's DNS configuration: {e}"))?
-                .build()
+            match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no usable system DNS configuration; outbound mail waits for MX lookups until outbound.dns_servers is set");
+                    None
+                }
+            }
         } else {
             let servers = config
                 .dns_servers
                 .iter()
                 .map(|s| name_server(s))
                 .collect::<Result<Vec<_>, _>>()?;
-            TokioResolver::builder_with_config(
+            let resolver = TokioResolver::builder_with_config(
                 ResolverConfig::from_name_servers(servers),
                 TokioRuntimeProvider::default(),
             )
             .build()
-        }
-        .map_err(|e| format!("starting the DNS resolver: {e}"))?;
+            .map_err(|e| format!("starting the DNS resolver: {e}"))?;
+            Some(resolver)
+        };
         Ok(Router {
             smarthost,
             routes,
@@ -94,6 +101,12 @@ impl Router {
             Some(r) => Destination::Relay(r.host.clone(), r.port),
             None => Destination::Mx(domain),
         }
+    }
+
+    fn resolver(&self) -> Result<&TokioResolver, RouteError> {
+        self.resolver.as_ref().ok_or_else(|| {
+            RouteError::Dns("any domain".into(), "no DNS resolver configured".into())
+        })
     }
 
     /// The hosts of a destination in the order to try them.
@@ -113,7 +126,8 @@ impl Router {
 
     async fn mx_hosts(&self, domain: &str) -> Result<Vec<Host>, RouteError> {
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
-        let names = match self.resolver.mx_lookup(fqdn.as_str()).await {
+        let resolver = self.resolver()?;
+        let names = match resolver.mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => {
                 let mut mx: Vec<(u16, String)> = lookup
                     .answers()
@@ -171,7 +185,7 @@ impl Router {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
         let fqdn = format!("{}.", host.trim_end_matches('.'));
-        match self.resolver.lookup_ip(fqdn.as_str()).await {
+        match self.resolver()?.lookup_ip(fqdn.as_str()).await {
             Ok(ips) => {
                 let addrs: Vec<SocketAddr> =
                     ips.iter().map(|ip| SocketAddr::new(ip, port)).collect();
