@@ -342,6 +342,17 @@ def test_sigkill_in_the_middle_of_sending_loses_nothing(make_server, sink):
     assert len(ids) - total <= 4, f"{len(ids) - total} duplicates"
 
 
+def test_one_connection_carries_many_messages(make_server, sink):
+    # smtp-sink -n 1 stops listening after its first session: every message must travel in
+    # that one session (RFC 5321 §4.1.4: transactions follow each other on a connection).
+    sink.start("-n", "1")
+    server = outbound_server(make_server, sink.port, max_connections_per_destination=1)
+    for i in range(5):
+        submit(server, ["bob@remote.test"], message(f"reuse {i}"))
+    wait_until(lambda: len(sink.messages()) >= 5, what="five messages in one session")
+    wait_until(lambda: server.queue_list() == [], what="an empty queue")
+
+
 def test_a_clean_stop_finishes_its_sends_so_nothing_arrives_twice(make_server, sink):
     sink.start("-w", "1")
     server = outbound_server(make_server, sink.port)
