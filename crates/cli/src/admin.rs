@@ -486,11 +486,9 @@ pub async fn queue(config: Config, cmd: QueueCommand) -> anyhow::Result<()> {
             match store.read_blob(&first.hash).await {
                 Ok(bytes) => {
                     println!("Header:");
-                    let end = bytes
-                        .windows(4)
-                        .position(|w| w == b"\r\n\r\n")
-                        .unwrap_or(bytes.len());
-                    for line in String::from_utf8_lossy(&bytes[..end]).lines() {
+                    let header = trimaran_core::message::header_section(&bytes);
+                    let header = String::from_utf8_lossy(header);
+                    for line in header.trim_end_matches(['\r', '\n']).lines() {
                         println!("  {line}");
                     }
                 }

@@ -49,6 +49,15 @@ pub fn normalize(raw: Vec<u8>) -> Vec<u8> {
     mime::normalize_line_endings(raw)
 }
 
+/// The header section of stored (CRLF) bytes with the blank line that ends it; all of them
+/// when there is no body.
+pub fn header_section(raw: &[u8]) -> &[u8] {
+    match raw.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(i) => &raw[..i + 4],
+        None => raw,
+    }
+}
+
 /// Longest decoded body text kept for SEARCH, in bytes; the rest of a huge text is not
 /// searchable, which bounds the index a single message can take.
 const MAX_SEARCH_TEXT: usize = 1024 * 1024;

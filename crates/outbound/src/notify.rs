@@ -41,10 +41,11 @@ pub(crate) async fn make_reports(runner: &Runner) -> Result<(), StoreError> {
         // cleared together, in one write per round.
         let (mut quiet_settled, mut quiet_delayed) = (Vec::new(), Vec::new());
         for records in by_message.values() {
-            if owed(records).is_empty() {
+            let entries = owed(records);
+            if entries.is_empty() {
                 split(records, &mut quiet_settled, &mut quiet_delayed);
             } else {
-                report_one(runner, records).await?;
+                report_one(runner, records, entries).await?;
             }
         }
         if !quiet_settled.is_empty() || !quiet_delayed.is_empty() {
@@ -83,11 +84,14 @@ fn split(records: &[QueueRecord], settled: &mut Vec<i64>, delayed: &mut Vec<i64>
     }
 }
 
-async fn report_one(runner: &Runner, records: &[QueueRecord]) -> Result<(), StoreError> {
+async fn report_one(
+    runner: &Runner,
+    records: &[QueueRecord],
+    entries: Vec<(&QueueRecord, Action)>,
+) -> Result<(), StoreError> {
     let store = &runner.core.store;
     let config = &runner.core.config;
     let sender = &records[0].sender;
-    let entries = owed(records);
     let original = store.read_blob(&records[0].hash).await.ok();
     let now = now_unix();
     let mut id = blake3::Hasher::new_derive_key("trimaran 2026 delivery report v1");

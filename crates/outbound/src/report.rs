@@ -3,6 +3,7 @@
 
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
+use trimaran_core::message::header_section;
 use trimaran_core::store::{QueueRecord, QueueStatus, Ret};
 
 /// What happened to one recipient, as RFC 3464 §2.3.3 names it.
@@ -184,7 +185,7 @@ impl Report<'_> {
             let (kind, content) = if full {
                 ("message/rfc822", original)
             } else {
-                ("text/rfc822-headers", header_of(original))
+                ("text/rfc822-headers", header_section(original))
             };
             bytes.extend_from_slice(
                 format!("\r\n--{boundary}\r\nContent-Type: {kind}\r\n\r\n").as_bytes(),
@@ -204,14 +205,6 @@ fn rfc2822(t: i64) -> String {
         .ok()
         .and_then(|d| d.format(&Rfc2822).ok())
         .unwrap_or_default()
-}
-
-/// The header section, with its blank line.
-fn header_of(message: &[u8]) -> &[u8] {
-    match message.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(i) => &message[..i + 4],
-        None => message,
-    }
 }
 
 fn is_smtp_reply(detail: &str) -> bool {

@@ -22,11 +22,7 @@ pub fn prepare(
     envelope: &Envelope,
     peer: &Extensions,
 ) -> Result<Prepared, String> {
-    let header_end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .unwrap_or(message.len());
+    let header_end = trimaran_core::message::header_section(message).len();
     let addresses_ascii =
         envelope.sender.is_ascii() && envelope.recipients.iter().all(|r| r.address.is_ascii());
     // RFC 6531 §3.2: only what truly needs SMTPUTF8 is refused by a peer without it; a message

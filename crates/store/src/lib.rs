@@ -21,10 +21,46 @@ pub use error::{Result, StoreError};
 pub use search::{IndexedText, SearchText, TextParts, TextQuery};
 pub use types::*;
 
+/// The outbound queue, part of the metadata store (each back end's `queue.rs`).
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Every recipient in the outbound queue, oldest message first.
+    async fn queue_list(&self) -> Result<Vec<QueueRecord>>;
+    /// Leases up to `limit` pending recipients that are due at `now` and not leased by a live
+    /// holder to `owner` until `until`, whole messages first: a process that dies leaves its
+    /// work to whoever claims after the lease runs out.
+    async fn queue_claim(
+        &self,
+        owner: &str,
+        now: i64,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<QueueRecord>>;
+    /// Extends `owner`'s leases on these recipients; returns how many it still held.
+    async fn queue_renew(&self, owner: &str, recipients: &[i64], until: i64) -> Result<u64>;
+    /// Records attempts. A success is recorded even if the lease was lost meanwhile (it
+    /// happened; forgetting it would send again); a retry or failure only while `owner` holds
+    /// the lease, so it never overrides the newer holder's result.
+    async fn queue_settle(&self, owner: &str, now: i64, outcomes: &[QueueOutcome]) -> Result<()>;
+    /// Recipients whose report is due: settled ones (any status but pending), and pending ones
+    /// not yet reported as delayed whose clock started before `delayed_since`.
+    async fn queue_reports_due(&self, delayed_since: i64, limit: usize)
+        -> Result<Vec<QueueRecord>>;
+    /// After their reports: removes the settled recipients (and messages left with none) and
+    /// marks the delayed ones as reported.
+    async fn queue_reported(&self, settled: &[i64], delayed: &[i64]) -> Result<()>;
+    /// Makes a queued message's pending recipients (or, with `None`, every pending recipient)
+    /// due at `now`, held or not (`queue retry`); returns how many.
+    async fn queue_release(&self, queue_id: Option<i64>, now: i64) -> Result<u64>;
+    /// Removes a queued message and its recipients (`queue delete`); returns the recipients
+    /// removed.
+    async fn queue_delete(&self, queue_id: i64) -> Result<u64>;
+}
+
 /// The metadata half of the store. Every method is one transaction; a method that returns an
 /// error has changed nothing.
 #[async_trait]
-pub trait MetaStore: Send + Sync {
+pub trait MetaStore: QueueStore + Send + Sync {
     /// Schema version the store is at (after migrations).
     async fn schema_version(&self) -> Result<i64>;
 
@@ -165,38 +201,6 @@ pub trait MetaStore: Send + Sync {
     ) -> Result<Vec<(String, String)>>;
     /// The mailboxes of other accounts that `grantee` holds rights on.
     async fn shared_with(&self, grantee: AccountId) -> Result<Vec<SharedMailbox>>;
-
-    /// Every recipient in the outbound queue, oldest message first.
-    async fn queue_list(&self) -> Result<Vec<QueueRecord>>;
-    /// Leases up to `limit` pending recipients that are due at `now` and not leased by a live
-    /// holder to `owner` until `until`, whole messages first: a process that dies leaves its
-    /// work to whoever claims after the lease runs out.
-    async fn queue_claim(
-        &self,
-        owner: &str,
-        now: i64,
-        until: i64,
-        limit: usize,
-    ) -> Result<Vec<QueueRecord>>;
-    /// Extends `owner`'s leases on these recipients; returns how many it still held.
-    async fn queue_renew(&self, owner: &str, recipients: &[i64], until: i64) -> Result<u64>;
-    /// Records attempts. A success is recorded even if the lease was lost meanwhile (it
-    /// happened; forgetting it would send again); a retry or failure only while `owner` holds
-    /// the lease, so it never overrides the newer holder's result.
-    async fn queue_settle(&self, owner: &str, now: i64, outcomes: &[QueueOutcome]) -> Result<()>;
-    /// Recipients whose report is due: settled ones (any status but pending), and pending ones
-    /// not yet reported as delayed whose clock started before `delayed_since`.
-    async fn queue_reports_due(&self, delayed_since: i64, limit: usize)
-        -> Result<Vec<QueueRecord>>;
-    /// After their reports: removes the settled recipients (and messages left with none) and
-    /// marks the delayed ones as reported.
-    async fn queue_reported(&self, settled: &[i64], delayed: &[i64]) -> Result<()>;
-    /// Makes a queued message's pending recipients (or, with `None`, every pending recipient)
-    /// due at `now`, held or not (`queue retry`); returns how many.
-    async fn queue_release(&self, queue_id: Option<i64>, now: i64) -> Result<u64>;
-    /// Removes a queued message and its recipients (`queue delete`); returns the recipients
-    /// removed.
-    async fn queue_delete(&self, queue_id: i64) -> Result<u64>;
 
     /// Takes or renews the exclusive lease on an account's maildrop for `holder` until `until`
     /// (seconds since the epoch). False when another holder's lease has not expired.

@@ -8,6 +8,8 @@ use tokio_postgres::Row;
 use super::{map_err, PostgresStore};
 use crate::error::{Result, StoreError};
 use crate::types::*;
+use crate::QueueStore;
+use async_trait::async_trait;
 
 const COLUMNS: &str = "q.id, r.id, r.status, q.sender, r.recipient, q.hash, q.size,
     q.created, r.next_attempt, r.attempts, r.last_error, q.envid, q.ret, q.body, q.smtputf8,
@@ -114,13 +116,14 @@ pub(super) async fn enqueue(
     Ok(queue_id)
 }
 
-impl PostgresStore {
-    pub(super) async fn queue_list_all(&self) -> Result<Vec<QueueRecord>> {
+#[async_trait]
+impl QueueStore for PostgresStore {
+    async fn queue_list(&self) -> Result<Vec<QueueRecord>> {
         let c = self.client().await?;
         records(&c, "ORDER BY q.id, r.id", &[]).await
     }
 
-    pub(super) async fn queue_claim_due(
+    async fn queue_claim(
         &self,
         owner: &str,
         now: i64,
@@ -156,12 +159,7 @@ impl PostgresStore {
         records(&c, "WHERE r.id = ANY($1) ORDER BY q.id, r.id", &[&ids]).await
     }
 
-    pub(super) async fn queue_renew_leases(
-        &self,
-        owner: &str,
-        recipients: &[i64],
-        until: i64,
-    ) -> Result<u64> {
+    async fn queue_renew(&self, owner: &str, recipients: &[i64], until: i64) -> Result<u64> {
         let c = self.client().await?;
         c.execute(
             "UPDATE queue_recipients SET lease_until = $3
@@ -172,12 +170,7 @@ impl PostgresStore {
         .map_err(map_err)
     }
 
-    pub(super) async fn queue_settle_outcomes(
-        &self,
-        owner: &str,
-        now: i64,
-        outcomes: &[QueueOutcome],
-    ) -> Result<()> {
+    async fn queue_settle(&self, owner: &str, now: i64, outcomes: &[QueueOutcome]) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
         let done = tx
@@ -231,7 +224,7 @@ impl PostgresStore {
         tx.commit().await.map_err(map_err)
     }
 
-    pub(super) async fn queue_reports(
+    async fn queue_reports_due(
         &self,
         delayed_since: i64,
         limit: usize,
@@ -248,7 +241,7 @@ impl PostgresStore {
         .await
     }
 
-    pub(super) async fn queue_mark_reported(&self, settled: &[i64], delayed: &[i64]) -> Result<()> {
+    async fn queue_reported(&self, settled: &[i64], delayed: &[i64]) -> Result<()> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
         tx.execute(
@@ -271,7 +264,7 @@ impl PostgresStore {
         tx.commit().await.map_err(map_err)
     }
 
-    pub(super) async fn queue_release_now(&self, queue_id: Option<i64>, now: i64) -> Result<u64> {
+    async fn queue_release(&self, queue_id: Option<i64>, now: i64) -> Result<u64> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
         tx.execute(
@@ -293,7 +286,7 @@ impl PostgresStore {
         Ok(n)
     }
 
-    pub(super) async fn queue_remove(&self, queue_id: i64) -> Result<u64> {
+    async fn queue_delete(&self, queue_id: i64) -> Result<u64> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
         let n = tx

@@ -1649,48 +1649,6 @@ impl MetaStore for SqliteStore {
         .await
     }
 
-    async fn queue_list(&self) -> Result<Vec<QueueRecord>> {
-        self.queue_list_all().await
-    }
-
-    async fn queue_claim(
-        &self,
-        owner: &str,
-        now: i64,
-        until: i64,
-        limit: usize,
-    ) -> Result<Vec<QueueRecord>> {
-        self.queue_claim_due(owner, now, until, limit).await
-    }
-
-    async fn queue_renew(&self, owner: &str, recipients: &[i64], until: i64) -> Result<u64> {
-        self.queue_renew_leases(owner, recipients, until).await
-    }
-
-    async fn queue_settle(&self, owner: &str, now: i64, outcomes: &[QueueOutcome]) -> Result<()> {
-        self.queue_settle_outcomes(owner, now, outcomes).await
-    }
-
-    async fn queue_reports_due(
-        &self,
-        delayed_since: i64,
-        limit: usize,
-    ) -> Result<Vec<QueueRecord>> {
-        self.queue_reports(delayed_since, limit).await
-    }
-
-    async fn queue_reported(&self, settled: &[i64], delayed: &[i64]) -> Result<()> {
-        self.queue_mark_reported(settled, delayed).await
-    }
-
-    async fn queue_release(&self, queue_id: Option<i64>, now: i64) -> Result<u64> {
-        self.queue_release_now(queue_id, now).await
-    }
-
-    async fn queue_delete(&self, queue_id: i64) -> Result<u64> {
-        self.queue_remove(queue_id).await
-    }
-
     async fn prune_delivery_ids(&self, before: i64) -> Result<u64> {
         self.write(move |c| {
             c.execute("DELETE FROM deliveries WHERE created < ?1", [before])

@@ -6,6 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{map_err, SqliteStore};
 use crate::error::{Result, StoreError};
 use crate::types::*;
+use crate::QueueStore;
+use async_trait::async_trait;
 
 /// Inserts an accepted message's queue entry inside the delivery's transaction.
 pub(super) fn enqueue(conn: &Connection, out: &OutboundRequest, now: i64) -> Result<i64> {
@@ -138,12 +140,13 @@ fn bad_value(what: &str, value: &str) -> StoreError {
     StoreError::Internal(format!("unknown {what} {value:?} in the outbound queue"))
 }
 
-impl SqliteStore {
-    pub(super) async fn queue_list_all(&self) -> Result<Vec<QueueRecord>> {
+#[async_trait]
+impl QueueStore for SqliteStore {
+    async fn queue_list(&self) -> Result<Vec<QueueRecord>> {
         self.read(|c| records(c, "ORDER BY q.id, r.id", [])).await
     }
 
-    pub(super) async fn queue_claim_due(
+    async fn queue_claim(
         &self,
         owner: &str,
         now: i64,
@@ -178,12 +181,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn queue_renew_leases(
-        &self,
-        owner: &str,
-        recipients: &[i64],
-        until: i64,
-    ) -> Result<u64> {
+    async fn queue_renew(&self, owner: &str, recipients: &[i64], until: i64) -> Result<u64> {
         let owner = owner.to_string();
         let ids = recipients.to_vec();
         self.write(move |c| {
@@ -202,12 +200,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn queue_settle_outcomes(
-        &self,
-        owner: &str,
-        now: i64,
-        outcomes: &[QueueOutcome],
-    ) -> Result<()> {
+    async fn queue_settle(&self, owner: &str, now: i64, outcomes: &[QueueOutcome]) -> Result<()> {
         let owner = owner.to_string();
         let outcomes = outcomes.to_vec();
         self.write(move |c| {
@@ -255,7 +248,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn queue_reports(
+    async fn queue_reports_due(
         &self,
         delayed_since: i64,
         limit: usize,
@@ -273,7 +266,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn queue_mark_reported(&self, settled: &[i64], delayed: &[i64]) -> Result<()> {
+    async fn queue_reported(&self, settled: &[i64], delayed: &[i64]) -> Result<()> {
         let settled = settled.to_vec();
         let delayed = delayed.to_vec();
         self.write(move |c| {
@@ -304,7 +297,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn queue_release_now(&self, queue_id: Option<i64>, now: i64) -> Result<u64> {
+    async fn queue_release(&self, queue_id: Option<i64>, now: i64) -> Result<u64> {
         self.write(move |c| {
             c.execute(
                 "UPDATE queue_messages SET hold_until = ?2
@@ -324,7 +317,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn queue_remove(&self, queue_id: i64) -> Result<u64> {
+    async fn queue_delete(&self, queue_id: i64) -> Result<u64> {
         self.write(move |c| {
             let n = c
                 .execute(
