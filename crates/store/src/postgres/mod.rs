@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Timeouts};
+use tokio_postgres::config::TargetSessionAttrs;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
@@ -36,8 +37,20 @@ pub struct PostgresStore {
 /// Pool size: enough for concurrent deliveries to share WAL flushes, small enough for a
 /// default `max_connections` shared by several nodes.
 const POOL_SIZE: usize = 16;
-/// How long one attempt may wait for a connection; the callers' retry loop bounds the total.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one attempt may wait for a connection, per host of a multi-host URL; the callers'
+/// retry loop bounds the total. Short, because during a failover the first hosts tried may be
+/// the dead or cut-off ones.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long sent data may go unacknowledged before the kernel drops the connection
+/// (TCP_USER_TIMEOUT, RFC 5482). A server that is merely slow (a commit waiting for its
+/// synchronous standby) still acknowledges our packets; only a dead or cut-off host does not.
+/// Without it, a query sent to a primary that was partitioned away would wait for TCP's
+/// retransmissions to give up, some fifteen minutes.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keepalive probes find a dead peer of an idle connection (the change feed's LISTEN, pooled
+/// connections) within about KEEPALIVE_IDLE + 3 × KEEPALIVE_INTERVAL.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Sorts PostgreSQL's errors into temporary and permanent ones (G2).
 pub(crate) fn map_err(e: tokio_postgres::Error) -> StoreError {
@@ -98,12 +111,30 @@ impl PostgresStore {
             .parse()
             .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
         config.connect_timeout(CONNECT_TIMEOUT);
+        config
+            .tcp_user_timeout(TCP_USER_TIMEOUT)
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(3);
+        // With several hosts (a cluster's members), only the primary can take writes: connect to
+        // whichever host is it now, so that a failover needs no configuration change.
+        if config.get_hosts().len() > 1
+            && config.get_target_session_attrs() == TargetSessionAttrs::Any
+        {
+            config.target_session_attrs(TargetSessionAttrs::ReadWrite);
+        }
         // Statements are prepared once per connection and their parameters are keys, so one
         // generic plan serves every execution. Left to choose, PostgreSQL planned the hot
         // statements (arrays as parameters) afresh on every execution: a fifth of all CPU
         // under a STORE load.
         config.options("-c synchronous_commit=on -c plan_cache_mode=force_generic_plan");
         config.application_name("trimaran");
+        // A new connection tries the hosts in turn, each for up to CONNECT_TIMEOUT: the pool
+        // must give it time to reach the last one, or a cut-off host early in the list hides
+        // a healthy primary behind it.
+        let create_timeout =
+            CONNECT_TIMEOUT * config.get_hosts().len().max(1) as u32 + Duration::from_secs(1);
         let config_for_feed = config.clone();
         let manager = Manager::from_config(
             config,
@@ -116,8 +147,8 @@ impl PostgresStore {
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .timeouts(Timeouts {
-                wait: Some(CONNECT_TIMEOUT),
-                create: Some(CONNECT_TIMEOUT),
+                wait: Some(create_timeout),
+                create: Some(create_timeout),
                 recycle: Some(CONNECT_TIMEOUT),
             })
             .build()
