@@ -4,74 +4,20 @@ and queue leases surviving SIGKILL and shared by two processes."""
 
 import email
 import email.policy
-import os
-import pathlib
 import shutil
-import signal
 import smtplib
-import subprocess
-import tempfile
 import time
 
 import dkim
 import pytest
 
-from harness import free_port, wait_for_banner
+from harness import Sink, free_port
 from smtpwire import unverified_context
 
 pytestmark = pytest.mark.timeout(180)
 
 PASSWORD = "correct horse"
 # Debian puts it in /usr/sbin, which a non-root PATH may lack.
-SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
-
-
-class Sink:
-    """Postfix's smtp-sink on loopback, keeping every transaction in its own file."""
-
-    def __init__(self):
-        # smtp-sink drops to "nobody" and writes the files as that user: a directory it can
-        # reach (pytest's own are private to root).
-        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="trimaran-sink-"))
-        os.chmod(self.dir, 0o777)
-        self.port = free_port()
-        self.proc = None
-
-    def start(self, *flags):
-        self.proc = subprocess.Popen(
-            [SMTP_SINK, "-u", "nobody", "-d", f"{self.dir}/%H%M%S.", *flags,
-             f"127.0.0.1:{self.port}", "64"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_for_banner(self.port, 10, self.proc)
-        return self
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def clear(self):
-        for path in self.dir.iterdir():
-            path.unlink()
-
-    def messages(self):
-        """Every transaction received: (its smtp-sink trace fields, the message as CRLF bytes)."""
-        out = []
-        for path in sorted(self.dir.iterdir()):
-            raw = path.read_bytes()
-            if not raw.endswith(b"\n\n"):
-                continue  # still being written
-            trace = {}
-            lines = raw.split(b"\n")
-            for line in lines:
-                if not line.startswith(b"X-"):
-                    break
-                name, _, value = line.decode().partition(": ")
-                trace.setdefault(name, []).append(value)
-            out.append((trace, raw.replace(b"\n", b"\r\n")))
-        return out
-
-
 @pytest.fixture
 def sink():
     s = Sink()

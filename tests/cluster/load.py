@@ -109,7 +109,10 @@ class Load:
             self._spawn(self._sender, i)
         for j in range(self.n_readers):
             self._spawn(self._reader, j)
-        self._spawn(self._login_prober)
+        # One prober per site: a login to a cut-off site waits there (up to store_wait)
+        # and must not hold up the measurement of the others.
+        for site in self.sites:
+            self._spawn(self._login_prober, site)
         return self
 
     def _spawn(self, fn, *args):
@@ -264,11 +267,8 @@ class Load:
                 at += 1
                 time.sleep(0.5)
 
-    def _login_prober(self):
-        for n in itertools.count():
-            if self.stopping.is_set():
-                return
-            site = self.sites[n % len(self.sites)]
+    def _login_prober(self, site):
+        while not self.stopping.is_set():
             t = time.monotonic()
             ok = False
             try:

@@ -1,6 +1,7 @@
 //! `trimaran`: runs the mail server and administers its store.
 
 mod admin;
+mod cluster;
 mod serve;
 
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ enum Command {
     /// Manage DKIM signing keys (RFC 6376).
     #[command(subcommand)]
     Dkim(admin::DkimCommand),
+    /// Inspect a replicated (three-site) deployment.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 impl Cli {
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
             Command::Mail(c) => admin::mail(config, c).await,
             Command::Queue(c) => admin::queue(config, c).await,
             Command::Dkim(c) => admin::dkim(config, c).await,
+            Command::Cluster(c) => cluster::run(config, c).await,
         }
     });
     match result {

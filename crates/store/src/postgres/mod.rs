@@ -24,6 +24,7 @@ use crate::types::*;
 use crate::{Change, MetaStore};
 
 mod flags;
+pub mod members;
 mod notices;
 mod queue;
 
