@@ -200,7 +200,10 @@ pub fn decode_object(hash: &BlobHash, object: &[u8]) -> Result<StoredBlob> {
         return Err(corrupt("object has no Trimaran blob header"));
     }
     if object[4] != VERSION {
-        return Err(corrupt(&format!("unknown blob format version {}", object[4])));
+        return Err(corrupt(&format!(
+            "unknown blob format version {}",
+            object[4]
+        )));
     }
     let compression = Compression::from_code(object[5] as i64)
         .map_err(|_| corrupt(&format!("unknown compression code {}", object[5])))?;
@@ -271,7 +274,10 @@ mod tests {
         let blob = StoredBlob::encode(&b"Subject: x\r\n\r\nbody\r\n".repeat(100));
         let object = encode_object(&blob);
         let back = decode_object(&blob.hash, &object).unwrap();
-        assert_eq!(back.decode_verified().unwrap(), blob.decode_verified().unwrap());
+        assert_eq!(
+            back.decode_verified().unwrap(),
+            blob.decode_verified().unwrap()
+        );
 
         for damage in [0usize, 4, 5] {
             let mut bad = object.clone();

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use trimaran_store::s3::{S3BlobStore, S3Config};
 use trimaran_store::*;
@@ -23,9 +23,19 @@ fn garage() -> Option<S3Config> {
         std::fs::read_to_string(&raw).expect("TRIMARAN_TEST_S3: cluster.json")
     };
     let c: serde_json::Value = serde_json::from_str(&text).expect("TRIMARAN_TEST_S3 is JSON");
-    let s = |k: &str| Some(c[k].as_str().unwrap_or_else(|| panic!("no {k}")).to_string());
+    let s = |k: &str| {
+        Some(
+            c[k].as_str()
+                .unwrap_or_else(|| panic!("no {k}"))
+                .to_string(),
+        )
+    };
     Some(S3Config {
-        url: format!("s3://{}/test-{:016x}", c["bucket"].as_str().unwrap(), rand_id()),
+        url: format!(
+            "s3://{}/test-{:016x}",
+            c["bucket"].as_str().unwrap(),
+            rand_id()
+        ),
         endpoint: s("endpoint"),
         region: s("region"),
         access_key_id: s("key_id"),
@@ -211,7 +221,14 @@ async fn tampered_objects_are_reported_corrupt_and_never_served() {
             body.extend_from_slice(format!("{name}{i}").as_bytes());
             let hash = deliver(&store, id, &body).await;
             let path = Path::from(blobs.key(&hash));
-            let mut object = raw.get(&path).await.unwrap().bytes().await.unwrap().to_vec();
+            let mut object = raw
+                .get(&path)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec();
             let mid = 14 + (object.len() - 14) / 2;
             object[mid] ^= 0x01;
             raw.put(&path, PutPayload::from(object)).await.unwrap();
