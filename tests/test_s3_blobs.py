@@ -209,8 +209,10 @@ def test_bodies_live_in_garage(make_server, garage):
 
 
 def test_losing_garage_zones(make_server, garage):
-    # The reply waits at most 5 s for the store here (60 s by default) before answering 4xx.
-    server, prefix = blob_server(make_server, garage, "--store-wait", "5")
+    # The reply waits at most 15 s for the store here (60 s by default) before answering 4xx:
+    # long enough for the blob store to abandon a request stuck on the node just killed
+    # (after 5 s, crates/store/src/s3.rs) and try again.
+    server, prefix = blob_server(make_server, garage, "--store-wait", "15")
     sent = [message("before")]
     send(server, sent[0])
     try:

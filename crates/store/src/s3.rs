@@ -89,9 +89,24 @@ impl S3Config {
 /// Time to open a TCP (and TLS) connection. A reachable endpoint answers in milliseconds; a
 /// dead one should be reported soon enough for the caller's retry loop to try again.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Whole request, body included. Bodies are at most `smtp.max_message_size` (50 MB by
-/// default): seconds on any link a mail server's store sits on.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time the store gets to answer, beyond moving the bytes. A stuck request is abandoned after
+/// it and tried again (by the callers' loop) rather than waited for: Garage 2.5 can hold a
+/// request for as long as it takes to notice that a peer it sent part of it to has died
+/// (seen after a SIGKILL: the request hung until the client gave up, and the next one went
+/// through), so giving up early is what lets the retry succeed within `store_wait`.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Slowest transfer rate allowed for before a request counts as stuck: bodies are up to
+/// `smtp.max_message_size` (50 MB by default), so a large one gets its transfer time on top.
+const MIN_RATE: u64 = 1 << 20;
+/// The client's own bound on any one request, whatever its size: a backstop to the timeouts
+/// above.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a request moving `bytes` may take before it is abandoned.
+fn deadline_for(bytes: u64) -> Duration {
+    ANSWER_TIMEOUT + Duration::from_secs(bytes / MIN_RATE)
+}
+
 /// The client's own retries of a failed request (connection errors, 5xx, timeouts of safe
 /// requests). Few and short: the callers' loop (`store_wait`, 60 s) bounds the total wait and
 /// decides when to answer 4xx; retrying here only smooths over a dropped connection.
@@ -176,6 +191,14 @@ impl S3BlobStore {
     fn unavailable(&self, op: &str, hash: &BlobHash, e: object_store::Error) -> StoreError {
         StoreError::Unavailable(format!("blob store {}: {op} {hash}: {e}", self.name))
     }
+
+    fn stuck(&self, op: &str, hash: &BlobHash, limit: Duration) -> StoreError {
+        StoreError::Unavailable(format!(
+            "blob store {}: {op} {hash}: no answer within {} s",
+            self.name,
+            limit.as_secs()
+        ))
+    }
 }
 
 /// The object's bytes: header, then the stored data.
@@ -225,19 +248,29 @@ impl BlobStore for S3BlobStore {
     /// is what G1 needs before the metadata commit.
     async fn put_blob(&self, blob: &StoredBlob) -> Result<()> {
         let path = Path::from(self.key(&blob.hash));
-        let payload = PutPayload::from(encode_object(blob));
-        self.client
-            .put(&path, payload)
-            .await
-            .map_err(|e| self.unavailable("writing", &blob.hash, e))?;
-        Ok(())
+        let object = encode_object(blob);
+        let limit = deadline_for(object.len() as u64);
+        let put = self.client.put(&path, PutPayload::from(object));
+        match tokio::time::timeout(limit, put).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.unavailable("writing", &blob.hash, e)),
+            Err(_) => Err(self.stuck("writing", &blob.hash, limit)),
+        }
     }
 
     async fn get_blob(&self, hash: &BlobHash) -> Result<Option<StoredBlob>> {
         let path = Path::from(self.key(hash));
-        let object = match self.client.get(&path).await {
-            Ok(got) => got.bytes().await,
-            Err(e) => Err(e),
+        let object = match tokio::time::timeout(ANSWER_TIMEOUT, self.client.get(&path)).await {
+            Err(_) => return Err(self.stuck("reading", hash, ANSWER_TIMEOUT)),
+            Ok(Ok(got)) => {
+                // The body's own transfer time, now that its size is known.
+                let limit = deadline_for(got.meta.size);
+                match tokio::time::timeout(limit, got.bytes()).await {
+                    Ok(read) => read,
+                    Err(_) => return Err(self.stuck("reading", hash, limit)),
+                }
+            }
+            Ok(Err(e)) => Err(e),
         };
         match object {
             Ok(bytes) => decode_object(hash, &bytes).map(Some),
@@ -246,9 +279,11 @@ impl BlobStore for S3BlobStore {
                 // configuration fault, not a lost body. Listing the key's prefix succeeds only
                 // when the bucket is there; the extra request is paid only for absent bodies.
                 let dir = Path::from(self.key(hash).rsplit_once('/').expect("key has /").0);
-                match self.client.list_with_delimiter(Some(&dir)).await {
-                    Ok(_) => Ok(None),
-                    Err(e) => Err(self.unavailable("checking the bucket for", hash, e)),
+                let list = self.client.list_with_delimiter(Some(&dir));
+                match tokio::time::timeout(ANSWER_TIMEOUT, list).await {
+                    Ok(Ok(_)) => Ok(None),
+                    Ok(Err(e)) => Err(self.unavailable("checking the bucket for", hash, e)),
+                    Err(_) => Err(self.stuck("checking the bucket for", hash, ANSWER_TIMEOUT)),
                 }
             }
             Err(e) => Err(self.unavailable("reading", hash, e)),

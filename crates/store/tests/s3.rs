@@ -306,3 +306,37 @@ async fn an_unreachable_endpoint_is_unavailable_fast() {
         started.elapsed()
     );
 }
+
+/// An endpoint that accepts connections and never answers (a hung node, a half-dead peer):
+/// requests are abandoned after a few seconds, as `Unavailable`, so the caller can try again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_endpoint_is_unavailable_in_bounded_time() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let blobs = S3BlobStore::new(&S3Config {
+        url: "s3://silent".into(),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: Some("garage".into()),
+        access_key_id: Some("GK0".into()),
+        secret_access_key: Some("0".into()),
+    })
+    .unwrap();
+    let blob = StoredBlob::encode(b"into the void");
+    let started = Instant::now();
+    let err = blobs.put_blob(&blob).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    let err = blobs.get_blob(&blob.hash).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    hold.abort();
+}
