@@ -313,8 +313,10 @@ class Server:
     # -- administration through the CLI ------------------------------------------------------
 
     def cli(self, *args, input=None, check=True):
+        # The same configuration file as the server (e.g. its [blobs] section).
+        config = ["--config", str(self.config)] if self.config else []
         proc = subprocess.run([trimaran_bin(), "--data-dir", str(self.data_dir), "--store", self.store,
-                               *args], input=input, capture_output=True, timeout=120)
+                               *config, *args], input=input, capture_output=True, timeout=120)
         if check and proc.returncode != 0:
             raise AssertionError(f"trimaran {' '.join(args)} failed: {proc.stderr.decode()}")
         return proc

@@ -152,7 +152,7 @@ async fn open(config: &Config) -> anyhow::Result<Arc<Store>> {
                 .with_context(|| format!("creating {}", config.data_dir.display()))?;
         }
     }
-    Store::open(&url)
+    Store::open_with_blobs(&url, config.blobs.as_ref())
         .await
         .with_context(|| format!("opening store {url}"))
 }

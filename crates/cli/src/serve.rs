@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use trimaran_core::config::{Config, ListenAddr};
+use trimaran_core::store::s3::S3Config;
 use trimaran_core::store::{Store, StoreUrl};
 use trimaran_core::{tls, Core};
 use trimaran_imap::{ImapKind, ImapListener, ImapServer};
@@ -112,8 +113,11 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let url: StoreUrl = config.store_url().parse()?;
-    let store = open_store(&url).await?;
-    tracing::info!(store = %url, "store open");
+    let store = open_store(&url, config.blobs.as_ref()).await?;
+    match &config.blobs {
+        Some(blobs) => tracing::info!(store = %url, blobs = %blobs.url, "store open"),
+        None => tracing::info!(store = %url, "store open"),
+    }
     tokio::spawn(maintenance(store.clone()));
     tokio::spawn(trimaran_core::search_index::index_backlog(store.clone()));
     let tls = tls::server_config(
@@ -201,10 +205,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Opens the store, waiting as long as it takes while it is unreachable: a node that restarts
 /// during a database failover must come up when the database does, without a human.
-async fn open_store(url: &StoreUrl) -> anyhow::Result<Arc<Store>> {
+async fn open_store(url: &StoreUrl, blobs: Option<&S3Config>) -> anyhow::Result<Arc<Store>> {
     let mut pause = Duration::from_millis(200);
     loop {
-        match Store::open(url).await {
+        match Store::open_with_blobs(url, blobs).await {
             Ok(store) => return Ok(store),
             Err(e) if e.is_retryable() => {
                 tracing::warn!(store = %url, error = %e, "store unreachable; retrying");

@@ -263,6 +263,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite:PATH` or `postgres://...`; default `sqlite:<data_dir>/trimaran.db`.
     pub store: Option<String>,
+    /// Message bodies in an S3 object store (`[blobs]`); absent: in the `store` database.
+    pub blobs: Option<trimaran_store::s3::S3Config>,
     /// Name used in greetings and trace fields.
     pub hostname: String,
     /// Seconds a reply may wait for an unreachable store before answering 4xx (DESIGN.md G2).
@@ -282,6 +284,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("trimaran-data"),
             store: None,
+            blobs: None,
             hostname: system_hostname(),
             store_wait: 60.0,
             listen: Listen::default(),
@@ -344,6 +347,11 @@ impl Config {
         if !(self.store_wait.is_finite() && self.store_wait >= 0.0) {
             return bad("store_wait must be a non-negative number of seconds");
         }
+        if let Some(blobs) = &self.blobs {
+            blobs
+                .bucket_and_prefix()
+                .map_err(|e| ConfigError::Invalid(format!("blobs: {e}")))?;
+        }
         if self.smtp.max_recipients == 0 || self.smtp.max_message_size == 0 {
             return bad("smtp.max_recipients and smtp.max_message_size must be positive");
         }
@@ -403,6 +411,27 @@ mod tests {
         assert_eq!(c.smtp.max_recipients, 10);
         assert_eq!(c.store_wait(), Duration::from_secs(30));
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn blobs_section() {
+        let c = Config::parse(
+            r#"
+            [blobs]
+            url = "s3://mail"
+            endpoint = "http://127.0.0.1:3900"
+            region = "garage"
+            "#,
+        )
+        .unwrap();
+        let blobs = c.blobs.as_ref().unwrap();
+        assert_eq!(blobs.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert_eq!(blobs.access_key_id, None);
+        c.validate().unwrap();
+        assert_eq!(Config::default().blobs, None);
+        let bad = Config::parse("[blobs]\nurl = \"mail\"").unwrap();
+        assert!(bad.validate().is_err());
+        assert!(Config::parse("[blobs]\nurl = \"s3://m\"\nbucket = \"m\"").is_err());
     }
 
     #[test]

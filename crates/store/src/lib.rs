@@ -7,6 +7,7 @@ pub mod blob;
 pub mod error;
 mod migrate;
 pub mod postgres;
+pub mod s3;
 pub mod search;
 pub mod sqlite;
 pub mod types;
@@ -331,22 +332,37 @@ pub struct Store {
     changes: tokio::sync::broadcast::Sender<Change>,
 }
 
+/// What [`Store::read_blob`] records when a body named by metadata does not exist.
+const MISSING_BODY: &str = "the body is missing";
+
 /// Change notices buffered per listener; one that falls behind re-reads its mailbox anyway.
 const CHANGE_BACKLOG: usize = 1024;
 
 impl Store {
-    /// Opens the back end named by `url`, applying schema migrations.
+    /// Opens the back end named by `url`, applying schema migrations; bodies live in it too.
     pub async fn open(url: &StoreUrl) -> Result<Arc<Store>> {
-        match url {
+        Store::open_with_blobs(url, None).await
+    }
+
+    /// Opens the back end named by `url`, with bodies in the object store `blobs` when given,
+    /// else in the same database.
+    pub async fn open_with_blobs(
+        url: &StoreUrl,
+        blobs: Option<&s3::S3Config>,
+    ) -> Result<Arc<Store>> {
+        // Before the database, so that a bad blob configuration is reported as such.
+        let external = blobs.map(s3::open).transpose()?;
+        let (meta, own_blobs): (Arc<dyn MetaStore>, Arc<dyn BlobStore>) = match url {
             StoreUrl::Sqlite(path) => {
                 let backend = Arc::new(sqlite::SqliteStore::open(path).await?);
-                Ok(Arc::new(Store::new(backend.clone(), backend)))
+                (backend.clone(), backend)
             }
             StoreUrl::Postgres(url) => {
                 let backend = Arc::new(postgres::PostgresStore::open(url).await?);
-                Ok(Arc::new(Store::new(backend.clone(), backend)))
+                (backend.clone(), backend)
             }
-        }
+        };
+        Ok(Arc::new(Store::new(meta, external.unwrap_or(own_blobs))))
     }
 
     pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> Store {
@@ -419,37 +435,33 @@ impl Store {
     /// The exact bytes of a body, verified against their hash. A mismatch is logged, counted,
     /// recorded in the store and returned as [`StoreError::Corrupt`]; the bytes never are.
     pub async fn read_blob(&self, hash: &BlobHash) -> Result<Vec<u8>> {
-        let stored = self
-            .blobs
-            .get_blob(hash)
-            .await?
+        let verified = match self.blobs.get_blob(hash).await {
+            Ok(Some(stored)) => stored.decode_verified(),
             // Metadata names this body, so its absence is damage to the store, not a client
             // mistake: a temporary failure for the client, recorded for the operator.
-            .ok_or_else(|| StoreError::Corrupt {
+            Ok(None) => Err(StoreError::Corrupt {
                 hash: hash.to_hex(),
-                detail: "the body is missing".into(),
-            });
-        let stored = match stored {
-            Ok(s) => s,
-            Err(e) => {
-                self.corrupt_reads.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%hash, "a stored message's body is missing");
-                if let Err(e) = self
-                    .meta
-                    .record_corruption(hash, "the body is missing")
-                    .await
-                {
-                    tracing::warn!(%hash, error = %e, "could not record the corruption");
-                }
-                return Err(e);
-            }
+                detail: MISSING_BODY.into(),
+            }),
+            // An object store's object that is not a blob at all.
+            Err(err @ StoreError::Corrupt { .. }) => Err(err),
+            Err(err) => return Err(err),
         };
-        match stored.decode_verified() {
+        match verified {
             Ok(bytes) => Ok(bytes),
             Err(err) => {
                 self.corrupt_reads.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%hash, error = %err, "stored body failed verification; not served");
-                if let Err(e) = self.meta.record_corruption(hash, &err.to_string()).await {
+                let detail = match &err {
+                    StoreError::Corrupt { detail, .. } if detail == MISSING_BODY => {
+                        tracing::error!(%hash, "a stored message's body is missing");
+                        MISSING_BODY.to_string()
+                    }
+                    _ => {
+                        tracing::error!(%hash, error = %err, "stored body failed verification; not served");
+                        err.to_string()
+                    }
+                };
+                if let Err(e) = self.meta.record_corruption(hash, &detail).await {
                     tracing::warn!(%hash, error = %e, "could not record the corruption");
                 }
                 Err(err)
