@@ -299,7 +299,8 @@ class Load:
         return n / (t1 - t0) if t1 > t0 else 0.0
 
     def longest_wait(self, t0, t1, waits):
-        inside = [(d, site, what) for t, d, site, what in waits if t0 <= t < t1]
+        """The longest wait that overlapped [t0, t1), including one already under way at t0."""
+        inside = [(d, site, what) for t, d, site, what in list(waits) if t < t1 and t + d >= t0]
         return max(inside, default=(0.0, None, None))
 
 

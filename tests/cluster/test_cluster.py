@@ -124,7 +124,7 @@ def test_losing_each_site_under_load(cluster, capsys):
         assert p["first_ack_s"] is not None and p["first_ack_s"] < G2_BOUND, p
         assert p["first_login_s"] is not None and p["first_login_s"] < G2_BOUND, p
         saw = p["status_saw"]
-        assert not saw["healthy"] and saw["warnings"] and saw["etcd_healthy"] == [False], p
+        assert not saw["healthy"] and saw["problems"] and saw["etcd_healthy"] == [False], p
         if p["how"] == "kill":
             assert saw["store_role"] == "down", p
         if p["how"] == "partition":
@@ -171,7 +171,8 @@ def lose(cluster, load, endpoints, site, how):
     # killed, its store member down) and a warning that the rest are now essential.
     host = endpoints["sites"][site]["postgres"].rsplit(":", 1)[0]
     lost = next(x for x in status["sites"] if x["host"] == host)
-    phase["status_saw"] = {"healthy": status["healthy"], "warnings": len(status["warnings"]),
+    phase["status_saw"] = {"healthy": status["healthy"],
+                           "problems": status["errors"] + status["warnings"],
                            "store_role": lost["store"]["state"]["role"],
                            "etcd_healthy": [e["healthy"] for e in lost["etcd"]]}
     if how == "partition":

@@ -136,25 +136,16 @@ async fn etcd_quorum(urls: &[String]) -> Quorum {
 }
 
 async fn post_json(client: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
-    let body = client
-        .post(url)
-        .body("{}")
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    serde_json::from_str(&body).with_context(|| format!("{url} did not answer JSON"))
+    // The v3 gateway takes its (here empty) request messages as JSON bodies of POSTs.
+    json_of(client.post(url).body("{}"), url).await
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
-    let body = client
-        .get(url)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
+    json_of(client.get(url), url).await
+}
+
+async fn json_of(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> {
+    let body = request.send().await?.error_for_status()?.text().await?;
     serde_json::from_str(&body).with_context(|| format!("{url} did not answer JSON"))
 }
 
