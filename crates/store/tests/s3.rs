@@ -3,6 +3,8 @@
 //! of its DIR/cluster.json. The metadata runs on SQLite, and on PostgreSQL too when
 //! TRIMARAN_TEST_POSTGRES is set. The unreachable-endpoint test needs no service and always runs.
 
+mod common;
+use common::rand_id;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,16 +59,16 @@ fn raw_client(c: &S3Config) -> object_store::aws::AmazonS3 {
         .unwrap()
 }
 
-fn rand_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish()
+/// A store pointed at a loopback port that is not Garage (nothing, or something silent).
+fn loopback_store(bucket: &str, port: u16) -> S3BlobStore {
+    S3BlobStore::new(&S3Config {
+        url: format!("s3://{bucket}"),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: Some("garage".into()),
+        access_key_id: Some("GK0".into()),
+        secret_access_key: Some("0".into()),
+    })
+    .unwrap()
 }
 
 fn compressible() -> Vec<u8> {
@@ -285,14 +287,7 @@ async fn an_unreachable_endpoint_is_unavailable_fast() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let blobs = S3BlobStore::new(&S3Config {
-        url: "s3://nowhere".into(),
-        endpoint: Some(format!("http://127.0.0.1:{port}")),
-        region: Some("garage".into()),
-        access_key_id: Some("GK0".into()),
-        secret_access_key: Some("0".into()),
-    })
-    .unwrap();
+    let blobs = loopback_store("nowhere", port);
     let blob = StoredBlob::encode(b"to nowhere");
     let started = Instant::now();
     let err = blobs.put_blob(&blob).await.unwrap_err();
@@ -319,14 +314,7 @@ async fn a_silent_endpoint_is_unavailable_in_bounded_time() {
             held.push(conn);
         }
     });
-    let blobs = S3BlobStore::new(&S3Config {
-        url: "s3://silent".into(),
-        endpoint: Some(format!("http://127.0.0.1:{port}")),
-        region: Some("garage".into()),
-        access_key_id: Some("GK0".into()),
-        secret_access_key: Some("0".into()),
-    })
-    .unwrap();
+    let blobs = loopback_store("silent", port);
     let blob = StoredBlob::encode(b"into the void");
     let started = Instant::now();
     let err = blobs.put_blob(&blob).await.unwrap_err();

@@ -1,6 +1,8 @@
 //! Store behaviour both back ends must share. SQLite always runs; PostgreSQL runs when
 //! TRIMARAN_TEST_POSTGRES names a server URL (the test script provides one).
 
+mod common;
+use common::rand_id;
 use std::sync::Arc;
 
 use trimaran_store::*;
@@ -89,18 +91,6 @@ async fn own_connection(url: &str) -> tokio_postgres::Client {
 async fn gin_pending_pages(c: &tokio_postgres::Client) -> i32 {
     let sql = "SELECT pending_pages FROM pgstatginindex('text_index_tokens')";
     c.query_one(sql, &[]).await.unwrap().get(0)
-}
-
-fn rand_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish()
 }
 
 async fn setup(store: &Store, n: usize) -> Vec<AccountId> {
