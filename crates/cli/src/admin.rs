@@ -144,7 +144,7 @@ pub enum DkimCommand {
     List,
 }
 
-async fn open(config: &Config) -> anyhow::Result<Arc<Store>> {
+pub(crate) async fn open(config: &Config) -> anyhow::Result<Arc<Store>> {
     let url: StoreUrl = config.store_url().parse()?;
     if let StoreUrl::Sqlite(path) = &url {
         if !path.exists() {

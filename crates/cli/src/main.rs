@@ -1,6 +1,7 @@
 //! `trimaran`: runs the mail server and administers its store.
 
 mod admin;
+mod backup;
 mod cluster;
 mod serve;
 
@@ -52,6 +53,9 @@ enum Command {
     /// Manage DKIM signing keys (RFC 6376).
     #[command(subcommand)]
     Dkim(admin::DkimCommand),
+    /// Back up, verify and restore the store (see `trimaran backup create --help`).
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Inspect a replicated (three-site) deployment.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             Command::Mail(c) => admin::mail(config, c).await,
             Command::Queue(c) => admin::queue(config, c).await,
             Command::Dkim(c) => admin::dkim(config, c).await,
+            Command::Backup(c) => backup::run(config, c).await,
             Command::Cluster(c) => cluster::run(config, c).await,
         }
     });

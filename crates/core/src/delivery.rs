@@ -109,15 +109,23 @@ pub async fn prepare_normalized(raw: Vec<u8>, received_at: i64) -> Result<NewMes
 }
 
 fn build(raw: Vec<u8>, received_at: i64) -> NewMessage {
-    let meta = message::parse(&raw);
+    let blob = StoredBlob::encode(&raw);
+    with_blob(&raw, blob, received_at)
+}
+
+/// The message whose verified bytes are `raw`, kept as `blob` already is (a restore has its
+/// bodies compressed from the backup and need not compress them again). CPU-bound: call it
+/// from a blocking thread.
+pub fn with_blob(raw: &[u8], blob: StoredBlob, received_at: i64) -> NewMessage {
+    let meta = message::parse(raw);
     let header = (meta.header_end() <= MAX_HEADER_COPY)
         .then(|| raw.get(..meta.header_end() as usize).map(<[u8]>::to_vec))
         .flatten();
     NewMessage {
         meta,
         header,
-        text: Some(IndexedText::for_delivery(message::search_text(&raw))),
-        blob: StoredBlob::encode(&raw),
+        text: Some(IndexedText::for_delivery(message::search_text(raw))),
+        blob,
         received_at,
     }
 }

@@ -44,6 +44,20 @@ impl FromStr for BlobHash {
     }
 }
 
+/// As its hex form, the way people and other tools see it.
+impl serde::Serialize for BlobHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BlobHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// How the bytes of a blob are encoded at rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(i64)]

@@ -226,6 +226,30 @@ pub trait MetaStore: QueueStore + Send + Sync {
         messages: Option<u64>,
     ) -> Result<()>;
 
+    /// Everything of one account a backup keeps, read in one transaction; None when there is
+    /// no such account.
+    async fn account_snapshot(&self, address: &str) -> Result<Option<AccountSnapshot>>;
+    /// Puts messages back into a mailbox (backup restore), in UID order: each keeps its UID
+    /// while that is still free by [`restored_uids`], so restoring next to mail that arrived
+    /// since never reuses a UID. No quota applies: this is an operator's repair.
+    async fn restore_messages(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        messages: Arc<Vec<RestoreRequest>>,
+        write_blob: bool,
+    ) -> Result<Vec<Appended>>;
+    /// Before a restore into it: gives the mailbox `uidvalidity` if it has never held a
+    /// message (so no client can have seen a UID under its current one), and raises its
+    /// UIDNEXT to at least `uidnext`. Returns the mailbox as it is then.
+    async fn restore_mailbox_state(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uidvalidity: Option<u32>,
+        uidnext: u32,
+    ) -> Result<MailboxRecord>;
+
     /// Starts passing on changes made by other processes on the same store, or a notice for
     /// [`ALL_ACCOUNTS`] when some may have been missed. A store with one process has nothing
     /// to do.
@@ -413,6 +437,34 @@ impl Store {
         let appended = self.meta.append(account, mailbox, messages, shared).await?;
         self.changed(account);
         Ok(appended)
+    }
+
+    /// Puts messages back into a mailbox (backup restore; see
+    /// [`MetaStore::restore_messages`]), bodies first as in [`Store::deliver`].
+    pub async fn restore_messages(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        messages: Arc<Vec<RestoreRequest>>,
+    ) -> Result<Vec<Appended>> {
+        let shared = self.blobs.shares_metadata_transaction();
+        if !shared {
+            for m in messages.iter() {
+                self.blobs.put_blob(&m.append.message.blob).await?;
+            }
+        }
+        let restored = self
+            .meta
+            .restore_messages(account, mailbox, messages, shared)
+            .await?;
+        self.changed(account);
+        Ok(restored)
+    }
+
+    /// Where the bodies are, for tools that copy them as stored (backup) instead of reading
+    /// them through [`Store::read_blob`].
+    pub fn blobs(&self) -> &dyn BlobStore {
+        self.blobs.as_ref()
     }
 
     /// Tells this process's waiting sessions that an account's mail changed.

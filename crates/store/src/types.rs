@@ -677,3 +677,97 @@ impl Quota {
             || self.message_limit.is_some_and(|l| self.messages_used >= l)
     }
 }
+
+/// One account as a backup keeps it: everything needed to make it again, read in one
+/// transaction so that a message moved between mailboxes meanwhile is in exactly one of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountSnapshot {
+    pub address: String,
+    pub password_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_storage: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_messages: Option<u64>,
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
+    pub mailboxes: Vec<MailboxSnapshot>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxSnapshot {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub special_use: Option<String>,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highestmodseq: u64,
+    /// RFC 4314 rights granted to other accounts: (grantee address, rights).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acl: Vec<(String, String)>,
+    pub messages: Vec<SnapshotMessage>,
+}
+
+/// A message entry of a [`MailboxSnapshot`], in UID order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMessage {
+    pub uid: u32,
+    pub hash: BlobHash,
+    pub size: u64,
+    pub internal_date: i64,
+    /// Bit set of [`flags`].
+    pub flags: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keywords: Vec<String>,
+    pub modseq: u64,
+}
+
+impl From<MessageEntry> for SnapshotMessage {
+    fn from(e: MessageEntry) -> Self {
+        SnapshotMessage {
+            uid: e.uid,
+            hash: e.hash,
+            size: e.size,
+            internal_date: e.internal_date,
+            flags: e.flags,
+            keywords: e.keywords,
+            modseq: e.modseq,
+        }
+    }
+}
+
+/// A message put back by a restore, wanting the UID it had (see [`crate::MetaStore::restore_messages`]).
+#[derive(Clone, Debug)]
+pub struct RestoreRequest {
+    pub append: AppendRequest,
+    pub uid: u32,
+}
+
+/// The UIDs restored messages get, in order: each keeps the one it had while that is still
+/// at or above the mailbox's UIDNEXT, and otherwise takes the next fresh one, so that UIDs in
+/// a mailbox only ever grow and none is used twice (RFC 9051 §2.3.1.1). Returns the UIDs and
+/// the UIDNEXT after them.
+pub fn restored_uids(uidnext: u32, wanted: impl IntoIterator<Item = u32>) -> (Vec<u32>, u32) {
+    let mut next = uidnext;
+    let uids = wanted
+        .into_iter()
+        .map(|w| {
+            let uid = w.max(next);
+            next = uid + 1;
+            uid
+        })
+        .collect();
+    (uids, next)
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::restored_uids;
+
+    #[test]
+    fn kept_while_ahead_fresh_once_overtaken() {
+        assert_eq!(restored_uids(1, [1, 2, 5]), (vec![1, 2, 5], 6));
+        // New mail took UIDs 1..=3 since: 2 and 3 are gone, 7 is still free.
+        assert_eq!(restored_uids(4, [2, 3, 7]), (vec![4, 5, 7], 8));
+        assert_eq!(restored_uids(10, [2, 3]), (vec![10, 11], 12));
+    }
+}

@@ -1565,6 +1565,214 @@ impl MetaStore for PostgresStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    async fn account_snapshot(&self, address: &str) -> Result<Option<AccountSnapshot>> {
+        let mut c = self.client().await?;
+        // One snapshot for every statement (REPEATABLE READ): a message moved meanwhile is
+        // seen in exactly one mailbox.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(map_err)?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT id, password_hash, quota_storage, quota_messages
+                 FROM accounts WHERE address = $1",
+                &[&address],
+            )
+            .await
+            .map_err(map_err)?
+        else {
+            return Ok(None);
+        };
+        let id: AccountId = row.get(0);
+        let subscriptions = tx
+            .query(
+                "SELECT name FROM subscriptions WHERE account_id = $1 ORDER BY name",
+                &[&id],
+            )
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let records: Vec<MailboxRecord> = tx
+            .query(
+                &format!("SELECT {MAILBOX_COLUMNS} WHERE account_id = $1 ORDER BY name"),
+                &[&id],
+            )
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(mailbox_record)
+            .collect();
+        let entries_st = cached(
+            &tx,
+            &format!("SELECT {ENTRY_COLUMNS} WHERE mailbox_id = $1 ORDER BY uid"),
+        )
+        .await?;
+        let mut mailboxes = Vec::with_capacity(records.len());
+        for mb in records {
+            let messages = tx
+                .query(&entries_st, &[&mb.id])
+                .await
+                .map_err(map_err)?
+                .iter()
+                .map(|r| message_entry(r).map(SnapshotMessage::from))
+                .collect::<Result<Vec<_>>>()?;
+            let acl = tx
+                .query(
+                    "SELECT a.address, l.rights FROM mailbox_acl l
+                     JOIN accounts a ON a.id = l.grantee_id
+                     WHERE l.mailbox_id = $1 ORDER BY a.address",
+                    &[&mb.id],
+                )
+                .await
+                .map_err(map_err)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            mailboxes.push(MailboxSnapshot {
+                name: mb.name,
+                special_use: mb.special_use,
+                uidvalidity: mb.uidvalidity,
+                uidnext: mb.uidnext,
+                highestmodseq: mb.highestmodseq,
+                acl,
+                messages,
+            });
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(AccountSnapshot {
+            address: address.to_string(),
+            password_hash: row.get(1),
+            quota_storage: row.get::<_, Option<i64>>(2).map(|v| v as u64),
+            quota_messages: row.get::<_, Option<i64>>(3).map(|v| v as u64),
+            subscriptions,
+            mailboxes,
+        }))
+    }
+
+    async fn restore_messages(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        messages: Arc<Vec<RestoreRequest>>,
+        write_blob: bool,
+    ) -> Result<Vec<Appended>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        // The account row first, as every writer of its mailboxes takes it (`lock_accounts`).
+        let modseq = bump_modseq(&tx, account).await?;
+        let record = tx
+            .query_opt(
+                &format!("SELECT {MAILBOX_COLUMNS} WHERE id = $1 AND account_id = $2 FOR UPDATE"),
+                &[&mailbox, &account],
+            )
+            .await
+            .map_err(map_err)?
+            .map(|r| mailbox_record(&r))
+            .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox}")))?;
+        let (uids, uidnext) = restored_uids(record.uidnext, messages.iter().map(|m| m.uid));
+        let now = now_unix();
+        for m in messages.iter() {
+            insert_message(&tx, &m.append.message, write_blob, now).await?;
+        }
+        let uid_col: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
+        let hashes: Vec<String> = messages
+            .iter()
+            .map(|m| m.append.message.blob.hash.to_hex())
+            .collect();
+        let sizes: Vec<i64> = messages
+            .iter()
+            .map(|m| m.append.message.blob.size as i64)
+            .collect();
+        let flags: Vec<i64> = messages.iter().map(|m| m.append.flags).collect();
+        let keywords: Vec<String> = messages
+            .iter()
+            .map(|m| keywords_to_text(&m.append.keywords))
+            .collect();
+        let dates: Vec<i64> = messages
+            .iter()
+            .map(|m| m.append.message.received_at)
+            .collect();
+        tx.execute(
+            "INSERT INTO mailbox_messages
+               (mailbox_id, uid, account_id, hash, size, flags, keywords, modseq, internal_date)
+             SELECT $1, u, $2, h, s, f, k, $3, d
+             FROM unnest($4::BIGINT[], $5::TEXT[], $6::BIGINT[], $7::BIGINT[], $8::TEXT[],
+                         $9::BIGINT[]) AS t(u, h, s, f, k, d)",
+            &[
+                &mailbox, &account, &modseq, &uid_col, &hashes, &sizes, &flags, &keywords, &dates,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.execute(
+            "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
+             SELECT $1, $2, 'append', $3, u, $4 FROM unnest($5::BIGINT[]) AS u",
+            &[&account, &modseq, &mailbox, &now, &uid_col],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.execute(
+            "UPDATE mailboxes SET uidnext = $1, highestmodseq = $2 WHERE id = $3",
+            &[&(uidnext as i64), &modseq, &mailbox],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        self.notifier.announce(&[Change::of(account)]).await;
+        Ok(uids
+            .into_iter()
+            .map(|uid| Appended {
+                uidvalidity: record.uidvalidity,
+                uid,
+                modseq: modseq as u64,
+            })
+            .collect())
+    }
+
+    async fn restore_mailbox_state(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uidvalidity: Option<u32>,
+        uidnext: u32,
+    ) -> Result<MailboxRecord> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        lock_accounts(&tx, &[account]).await?;
+        if let Some(v) = uidvalidity {
+            tx.execute(
+                "UPDATE mailboxes SET uidvalidity = $1
+                 WHERE id = $2 AND account_id = $3 AND uidnext = 1",
+                &[&(v as i64), &mailbox, &account],
+            )
+            .await
+            .map_err(map_err)?;
+            // A mailbox made later must still get a UIDVALIDITY above every earlier one.
+            tx.execute(
+                "UPDATE accounts SET last_uidvalidity = GREATEST(last_uidvalidity, $1)
+                 WHERE id = $2",
+                &[&(v as i64), &account],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        tx.execute(
+            "UPDATE mailboxes SET uidnext = GREATEST(uidnext, $1) WHERE id = $2 AND account_id = $3",
+            &[&(uidnext as i64), &mailbox, &account],
+        )
+        .await
+        .map_err(map_err)?;
+        let record = mailbox_by_id(&tx, account, mailbox).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(record)
+    }
+
     async fn shared_with(&self, grantee: AccountId) -> Result<Vec<SharedMailbox>> {
         let c = self.client().await?;
         let rows = c

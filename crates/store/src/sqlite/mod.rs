@@ -1623,6 +1623,186 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn account_snapshot(&self, address: &str) -> Result<Option<AccountSnapshot>> {
+        let address = address.to_string();
+        // One read transaction (see `read`): one consistent view of the whole account.
+        self.read(move |c| {
+            let Some((id, password_hash, quota_storage, quota_messages)) = c
+                .prepare_cached(
+                    "SELECT id, password_hash, quota_storage, quota_messages
+                     FROM accounts WHERE address = ?1",
+                )
+                .and_then(|mut st| {
+                    st.query_row([&address], |r| {
+                        Ok((
+                            r.get::<_, AccountId>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                        ))
+                    })
+                    .optional()
+                })
+                .map_err(map_err)?
+            else {
+                return Ok(None);
+            };
+            let strings = |sql: &str, key: i64| -> Result<Vec<String>> {
+                let mut st = c.prepare_cached(sql).map_err(map_err)?;
+                let rows = st.query_map([key], |r| r.get(0)).map_err(map_err)?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+                    .map_err(map_err)
+            };
+            let subscriptions = strings(
+                "SELECT name FROM subscriptions WHERE account_id = ?1 ORDER BY name",
+                id,
+            )?;
+            let records = {
+                let mut st = c
+                    .prepare_cached(&format!(
+                        "SELECT {MAILBOX_COLUMNS} WHERE account_id = ?1 ORDER BY name"
+                    ))
+                    .map_err(map_err)?;
+                let rows = st.query_map([id], mailbox_row).map_err(map_err)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(map_err)?
+            };
+            let mut mailboxes = Vec::with_capacity(records.len());
+            for mb in records {
+                let mut st = c
+                    .prepare_cached(&format!(
+                        "SELECT {ENTRY_COLUMNS} WHERE mailbox_id = ?1 ORDER BY uid"
+                    ))
+                    .map_err(map_err)?;
+                let rows = st.query_map([mb.id], entry_row).map_err(map_err)?;
+                let messages = rows
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(map_err)?
+                    .into_iter()
+                    .map(|row| to_entry(row).map(SnapshotMessage::from))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut st = c
+                    .prepare_cached(
+                        "SELECT a.address, l.rights FROM mailbox_acl l
+                         JOIN accounts a ON a.id = l.grantee_id
+                         WHERE l.mailbox_id = ?1 ORDER BY a.address",
+                    )
+                    .map_err(map_err)?;
+                let acl = st
+                    .query_map([mb.id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(map_err)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(map_err)?;
+                mailboxes.push(MailboxSnapshot {
+                    name: mb.name,
+                    special_use: mb.special_use,
+                    uidvalidity: mb.uidvalidity,
+                    uidnext: mb.uidnext,
+                    highestmodseq: mb.highestmodseq,
+                    acl,
+                    messages,
+                });
+            }
+            Ok(Some(AccountSnapshot {
+                address,
+                password_hash,
+                quota_storage: quota_storage.map(|v| v as u64),
+                quota_messages: quota_messages.map(|v| v as u64),
+                subscriptions,
+                mailboxes,
+            }))
+        })
+        .await
+    }
+
+    async fn restore_messages(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        messages: Arc<Vec<RestoreRequest>>,
+        write_blob: bool,
+    ) -> Result<Vec<Appended>> {
+        self.write(move |c| {
+            let modseq = bump_modseq(c, account)?;
+            let record = mailbox_by_id(c, account, mailbox)?;
+            let (uids, uidnext) = restored_uids(record.uidnext, messages.iter().map(|m| m.uid));
+            let now = now_unix();
+            let mut out = Vec::with_capacity(uids.len());
+            for (m, uid) in messages.iter().zip(uids) {
+                let msg = &m.append.message;
+                insert_message(c, msg, write_blob, now)?;
+                c.prepare_cached(
+                    "INSERT INTO mailbox_messages
+                       (mailbox_id, uid, account_id, hash, size, flags, keywords, modseq,
+                        internal_date)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        mailbox,
+                        uid as i64,
+                        account,
+                        msg.blob.hash.to_hex(),
+                        msg.blob.size as i64,
+                        m.append.flags,
+                        keywords_to_text(&m.append.keywords),
+                        modseq,
+                        msg.received_at
+                    ])
+                })
+                .map_err(map_err)?;
+                c.prepare_cached(
+                    "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
+                     VALUES (?1, ?2, 'append', ?3, ?4, ?5)",
+                )
+                .and_then(|mut st| st.execute(params![account, modseq, mailbox, uid as i64, now]))
+                .map_err(map_err)?;
+                out.push(Appended {
+                    uidvalidity: record.uidvalidity,
+                    uid,
+                    modseq: modseq as u64,
+                });
+            }
+            c.prepare_cached("UPDATE mailboxes SET uidnext = ?1, highestmodseq = ?2 WHERE id = ?3")
+                .and_then(|mut st| st.execute(params![uidnext as i64, modseq, mailbox]))
+                .map_err(map_err)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn restore_mailbox_state(
+        &self,
+        account: AccountId,
+        mailbox: MailboxId,
+        uidvalidity: Option<u32>,
+        uidnext: u32,
+    ) -> Result<MailboxRecord> {
+        self.write(move |c| {
+            if let Some(v) = uidvalidity {
+                c.execute(
+                    "UPDATE mailboxes SET uidvalidity = ?1
+                     WHERE id = ?2 AND account_id = ?3 AND uidnext = 1",
+                    params![v as i64, mailbox, account],
+                )
+                .map_err(map_err)?;
+                // A mailbox made later must still get a UIDVALIDITY above every earlier one.
+                c.execute(
+                    "UPDATE accounts SET last_uidvalidity = max(last_uidvalidity, ?1) WHERE id = ?2",
+                    params![v as i64, account],
+                )
+                .map_err(map_err)?;
+            }
+            c.execute(
+                "UPDATE mailboxes SET uidnext = max(uidnext, ?1) WHERE id = ?2 AND account_id = ?3",
+                params![uidnext as i64, mailbox, account],
+            )
+            .map_err(map_err)?;
+            mailbox_by_id(c, account, mailbox)
+        })
+        .await
+    }
+
     async fn shared_with(&self, grantee: AccountId) -> Result<Vec<SharedMailbox>> {
         self.read(move |c| {
             let mut st = c
