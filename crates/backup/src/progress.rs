@@ -23,12 +23,20 @@ impl Progress {
     /// `total` messages to go through; `quiet` prints nothing.
     pub fn new(what: &'static str, total: u64, quiet: bool) -> Progress {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::new(total);
-            bar.set_style(
-                ProgressStyle::with_template(
+            // With no total known, a counter with its rate instead of a bar.
+            let (bar, template) = if total > 0 {
+                (
+                    ProgressBar::new(total),
                     "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} messages, {msg} ({per_sec}, ETA {eta})",
                 )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            } else {
+                (
+                    ProgressBar::new_spinner(),
+                    "{prefix} [{elapsed_precise}] {spinner} {pos} messages, {msg} ({per_sec})",
+                )
+            };
+            bar.set_style(
+                ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar.set_prefix(what);
             bar
@@ -61,16 +69,20 @@ impl Progress {
     fn line(&self) -> String {
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let rate = self.done as f64 / secs;
+        let of = if self.total > 0 {
+            format!("/{}", self.total)
+        } else {
+            String::new()
+        };
         let eta = if rate > 0.0 && self.total > self.done {
             format!(", ETA {:.0} s", (self.total - self.done) as f64 / rate)
         } else {
             String::new()
         };
         format!(
-            "{}: {}/{} messages, {} in {:.1} s ({:.0} messages/s, {}/s{eta})",
+            "{}: {}{of} messages, {} in {:.1} s ({:.0} messages/s, {}/s{eta})",
             self.what,
             self.done,
-            self.total,
             human_bytes(self.bytes),
             secs,
             rate,

@@ -263,3 +263,72 @@ pub async fn run(config: Config, cmd: BackupCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct ScrubArgs {
+    /// Repair the metadata invariants that have a safe repair.
+    #[arg(long)]
+    repair: bool,
+    /// Put back damaged or missing bodies from this backup repository.
+    #[arg(long, value_name = "DIR")]
+    repair_from: Option<PathBuf>,
+    /// Remove bodies nothing refers to (never one a delivery in flight is storing).
+    #[arg(long)]
+    collect_garbage: bool,
+    /// ... only those first written at least this long ago: e.g. 0h, 1h, 7d.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration)]
+    min_age: i64,
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub async fn scrub(config: Config, args: ScrubArgs) -> anyhow::Result<()> {
+    let store = open(&config).await?;
+    let repair_from = args
+        .repair_from
+        .as_deref()
+        .map(|dir| Repository::open(dir, false))
+        .transpose()?;
+    let report = trimaran_backup::scrub(
+        &store,
+        &trimaran_backup::ScrubOptions {
+            repair_from,
+            repair: args.repair,
+            collect_older_than: args.collect_garbage.then_some(args.min_age),
+            quiet: args.quiet,
+        },
+    )
+    .await
+    .context("scrub failed")?;
+    for i in &report.invariants {
+        let state = match (i.violations, i.repaired) {
+            (0, _) => "ok".to_string(),
+            (n, true) => format!("{n} violations, repaired"),
+            (n, false) => format!("{n} violations"),
+        };
+        println!("invariant\t{}\t{state}", i.name);
+    }
+    for (hash, why, repaired) in &report.damaged {
+        let state = if *repaired {
+            "repaired from the backup"
+        } else {
+            "not repaired"
+        };
+        println!("damaged body\t{hash}\t{why}\t{state}");
+    }
+    println!(
+        "{} bodies checked ({}), {} damaged; {} unreferenced bodies collected ({})",
+        report.bodies_checked,
+        human_bytes(report.bytes_checked),
+        report.damaged.len(),
+        report.collected.bodies,
+        human_bytes(report.collected.bytes)
+    );
+    if !args.quiet {
+        eprintln!("{}", report.summary);
+    }
+    match report.problems() {
+        0 => Ok(()),
+        n => bail!("{n} problems remain"),
+    }
+}

@@ -56,6 +56,9 @@ enum Command {
     /// Back up, verify and restore the store (see `trimaran backup create --help`).
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// Re-hash every stored body, check the metadata's invariants, repair and collect
+    /// garbage.
+    Scrub(backup::ScrubArgs),
     /// Inspect a replicated (three-site) deployment.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
             Command::Queue(c) => admin::queue(config, c).await,
             Command::Dkim(c) => admin::dkim(config, c).await,
             Command::Backup(c) => backup::run(config, c).await,
+            Command::Scrub(a) => backup::scrub(config, a).await,
             Command::Cluster(c) => cluster::run(config, c).await,
         }
     });

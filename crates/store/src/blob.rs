@@ -151,6 +151,9 @@ impl StoredBlob {
 pub trait BlobStore: Send + Sync {
     async fn put_blob(&self, blob: &StoredBlob) -> Result<()>;
     async fn get_blob(&self, hash: &BlobHash) -> Result<Option<StoredBlob>>;
+    /// Writes a body over whatever is stored under its hash (repairing a damaged copy from a
+    /// good one). The caller has checked `blob` against its hash.
+    async fn replace_blob(&self, blob: &StoredBlob) -> Result<()>;
     /// True when a body can be written inside the same transaction as the metadata that refers
     /// to it (one commit, one fsync). False for external stores, which are written first.
     fn shares_metadata_transaction(&self) -> bool;

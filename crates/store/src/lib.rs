@@ -5,6 +5,7 @@
 
 pub mod blob;
 pub mod error;
+pub mod invariants;
 mod migrate;
 pub mod postgres;
 pub mod s3;
@@ -249,6 +250,21 @@ pub trait MetaStore: QueueStore + Send + Sync {
         uidvalidity: Option<u32>,
         uidnext: u32,
     ) -> Result<MailboxRecord>;
+
+    /// Distinct hashes of the bodies that messages or the outbound queue refer to, in hash
+    /// order, after `after`.
+    async fn referenced_hashes(
+        &self,
+        after: Option<BlobHash>,
+        limit: usize,
+    ) -> Result<Vec<BlobHash>>;
+    /// Checks the metadata invariants (see [`invariants`]); with `repair`, fixes those that
+    /// have a safe repair, in the same transaction.
+    async fn check_invariants(&self, repair: bool) -> Result<Vec<Invariant>>;
+    /// Removes up to `limit` bodies kept in this database that no message or queue entry
+    /// refers to and that were first written before `before`. Never one a delivery in flight
+    /// is about to refer to: a delivery locks the body it stores (or finds) until it commits.
+    async fn collect_garbage(&self, before: i64, limit: usize) -> Result<Collected>;
 
     /// Starts passing on changes made by other processes on the same store, or a notice for
     /// [`ALL_ACCOUNTS`] when some may have been missed. A store with one process has nothing

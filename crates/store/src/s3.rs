@@ -258,6 +258,11 @@ impl BlobStore for S3BlobStore {
         }
     }
 
+    async fn replace_blob(&self, blob: &StoredBlob) -> Result<()> {
+        // A PUT replaces the object whole.
+        self.put_blob(blob).await
+    }
+
     async fn get_blob(&self, hash: &BlobHash) -> Result<Option<StoredBlob>> {
         let path = Path::from(self.key(hash));
         let object = match tokio::time::timeout(ANSWER_TIMEOUT, self.client.get(&path)).await {

@@ -771,3 +771,21 @@ mod restore_tests {
         assert_eq!(restored_uids(10, [2, 3]), (vec![10, 11], 12));
     }
 }
+
+/// One metadata invariant as `scrub` checks it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invariant {
+    pub name: &'static str,
+    /// Rows that break it (0: it holds).
+    pub violations: u64,
+    /// Whether the violations were repaired (only when asked, and only where a safe repair
+    /// exists).
+    pub repaired: bool,
+}
+
+/// What garbage collection removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Collected {
+    pub bodies: u64,
+    pub bytes: u64,
+}

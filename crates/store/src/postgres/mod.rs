@@ -257,8 +257,11 @@ async fn insert_message(
     if write_blob {
         let st = tx
             .prepare_cached(
+                // DO UPDATE ... WHERE false changes nothing but locks a body that is there
+                // already until this transaction commits its reference, so that garbage
+                // collection cannot remove it in between (see `collect_garbage`).
                 "INSERT INTO blobs (hash, size, compression, data, created) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (hash) DO NOTHING",
+                 ON CONFLICT (hash) DO UPDATE SET size = EXCLUDED.size WHERE false",
             )
             .await
             .map_err(map_err)?;
@@ -1773,6 +1776,75 @@ impl MetaStore for PostgresStore {
         Ok(record)
     }
 
+    async fn referenced_hashes(
+        &self,
+        after: Option<BlobHash>,
+        limit: usize,
+    ) -> Result<Vec<BlobHash>> {
+        let after = after.map(|h| h.to_hex()).unwrap_or_default();
+        let c = self.client().await?;
+        c.query(
+            "SELECT hash FROM (SELECT hash FROM mailbox_messages WHERE hash > $1
+                               UNION SELECT hash FROM queue_messages WHERE hash > $1) h
+             ORDER BY hash LIMIT $2",
+            &[&after, &(limit as i64)],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| r.get::<_, String>(0).parse())
+        .collect()
+    }
+
+    async fn check_invariants(&self, repair: bool) -> Result<Vec<Invariant>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let mut out = Vec::new();
+        for (i, (name, query)) in crate::invariants::CHECKS.iter().enumerate() {
+            let violations: i64 = tx.query_one(*query, &[]).await.map_err(map_err)?.get(0);
+            let mut repaired = false;
+            if repair && violations > 0 {
+                if let Some(fix) = crate::invariants::repair_postgres(i) {
+                    tx.execute(fix, &[]).await.map_err(map_err)?;
+                    repaired = true;
+                }
+            }
+            out.push(Invariant {
+                name,
+                violations: violations as u64,
+                repaired,
+            });
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(out)
+    }
+
+    async fn collect_garbage(&self, before: i64, limit: usize) -> Result<Collected> {
+        let c = self.client().await?;
+        // A delivery locks the body row it stores or finds (see `insert_message`) until it
+        // commits its reference: such rows are skipped, and a delivery that comes for a row
+        // locked here waits, then finds it gone and writes it again.
+        let rows = c
+            .query(
+                "WITH doomed AS (
+                     SELECT b.hash FROM blobs b WHERE b.created < $1
+                       AND NOT EXISTS (SELECT 1 FROM mailbox_messages m WHERE m.hash = b.hash)
+                       AND NOT EXISTS (SELECT 1 FROM queue_messages q WHERE q.hash = b.hash)
+                     LIMIT $2 FOR UPDATE OF b SKIP LOCKED)
+                 DELETE FROM blobs b USING doomed d WHERE b.hash = d.hash
+                   AND NOT EXISTS (SELECT 1 FROM mailbox_messages m WHERE m.hash = b.hash)
+                   AND NOT EXISTS (SELECT 1 FROM queue_messages q WHERE q.hash = b.hash)
+                 RETURNING b.size",
+                &[&before, &(limit as i64)],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(Collected {
+            bodies: rows.len() as u64,
+            bytes: rows.iter().map(|r| r.get::<_, i64>(0) as u64).sum(),
+        })
+    }
+
     async fn shared_with(&self, grantee: AccountId) -> Result<Vec<SharedMailbox>> {
         let c = self.client().await?;
         let rows = c
@@ -2011,6 +2083,25 @@ impl BlobStore for PostgresStore {
         c.execute(
             "INSERT INTO blobs (hash, size, compression, data, created) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (hash) DO NOTHING",
+            &[
+                &blob.hash.to_hex(),
+                &(blob.size as i64),
+                &(blob.compression as i64),
+                &blob.data,
+                &now_unix(),
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn replace_blob(&self, blob: &StoredBlob) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO blobs (hash, size, compression, data, created) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (hash) DO UPDATE SET size = EXCLUDED.size,
+                 compression = EXCLUDED.compression, data = EXCLUDED.data",
             &[
                 &blob.hash.to_hex(),
                 &(blob.size as i64),

@@ -1803,6 +1803,79 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn referenced_hashes(
+        &self,
+        after: Option<BlobHash>,
+        limit: usize,
+    ) -> Result<Vec<BlobHash>> {
+        let after = after.map(|h| h.to_hex()).unwrap_or_default();
+        self.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT hash FROM (SELECT hash FROM mailbox_messages WHERE hash > ?1
+                                       UNION SELECT hash FROM queue_messages WHERE hash > ?1)
+                     ORDER BY hash LIMIT ?2",
+                )
+                .map_err(map_err)?;
+            let rows = st
+                .query_map(params![after, limit as i64], |r| r.get::<_, String>(0))
+                .map_err(map_err)?;
+            rows.map(|r| r.map_err(map_err).and_then(|h| h.parse()))
+                .collect()
+        })
+        .await
+    }
+
+    async fn check_invariants(&self, repair: bool) -> Result<Vec<Invariant>> {
+        self.write(move |c| {
+            let mut out = Vec::new();
+            for (i, (name, query)) in crate::invariants::CHECKS.iter().enumerate() {
+                let violations: i64 = c.query_row(query, [], |r| r.get(0)).map_err(map_err)?;
+                let mut repaired = false;
+                if repair && violations > 0 {
+                    if let Some(fix) = crate::invariants::repair_sqlite(i) {
+                        c.execute(fix, []).map_err(map_err)?;
+                        repaired = true;
+                    }
+                }
+                out.push(Invariant {
+                    name,
+                    violations: violations as u64,
+                    repaired,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn collect_garbage(&self, before: i64, limit: usize) -> Result<Collected> {
+        // One writer at a time: no delivery can add a reference between the check and the
+        // removal.
+        self.write(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "DELETE FROM blobs WHERE hash IN (
+                         SELECT b.hash FROM blobs b WHERE b.created < ?1
+                           AND NOT EXISTS (SELECT 1 FROM mailbox_messages m WHERE m.hash = b.hash)
+                           AND NOT EXISTS (SELECT 1 FROM queue_messages q WHERE q.hash = b.hash)
+                         LIMIT ?2)
+                     RETURNING size",
+                )
+                .map_err(map_err)?;
+            let sizes = st
+                .query_map(params![before, limit as i64], |r| r.get::<_, i64>(0))
+                .map_err(map_err)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(map_err)?;
+            Ok(Collected {
+                bodies: sizes.len() as u64,
+                bytes: sizes.iter().map(|&s| s as u64).sum(),
+            })
+        })
+        .await
+    }
+
     async fn shared_with(&self, grantee: AccountId) -> Result<Vec<SharedMailbox>> {
         self.read(move |c| {
             let mut st = c
@@ -2051,6 +2124,27 @@ impl BlobStore for SqliteStore {
                     now_unix()
                 ])
             })
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn replace_blob(&self, blob: &StoredBlob) -> Result<()> {
+        let blob = blob.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO blobs (hash, size, compression, data, created) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (hash) DO UPDATE SET size = excluded.size,
+                     compression = excluded.compression, data = excluded.data",
+                params![
+                    blob.hash.to_hex(),
+                    blob.size as i64,
+                    blob.compression as i64,
+                    blob.data,
+                    now_unix()
+                ],
+            )
             .map_err(map_err)?;
             Ok(())
         })
