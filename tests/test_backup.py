@@ -252,8 +252,8 @@ def index_entries(pack):
     raw = pack.with_suffix(".idx").read_bytes()
     body = raw[8:-32]
     out = []
-    for i in range(0, len(body), 53):
-        e = body[i:i + 53]
+    for i in range(0, len(body), 57):
+        e = body[i:i + 57]
         out.append((e[:32].hex(), int.from_bytes(e[32:40], "little"), int.from_bytes(e[40:44], "little")))
     return out
 
@@ -273,7 +273,7 @@ def test_damaged_pack_names_exactly_the_messages_it_affects(make_server, tmp_pat
     victim = packs[len(packs) // 2]
     digest, offset, length = index_entries(victim)[3]
     data = bytearray(victim.read_bytes())
-    data[offset + 45 + length // 2] ^= 0xFF
+    data[offset + 49 + length // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
 
     proc = server.cli("backup", "verify", "--repo", str(repo), check=False)

@@ -5,11 +5,11 @@
 //! Only bodies no pack of the repository holds yet are copied: a later backup costs what
 //! changed since.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use trimaran_store::{BlobHash, Store, StoreError, StoredBlob};
+use trimaran_store::{BlobHash, MessageMeta, Store, StoreError, StoredBlob};
 
 use crate::error::{BackupError, Result};
 use crate::pack::{PackId, PackWriter};
@@ -33,6 +33,43 @@ pub struct Created {
 
 /// Bodies fetched from the store at once: enough to keep a network store busy.
 const FETCH_AHEAD: usize = 16;
+/// Bodies whose metadata is read in one query.
+const HEADS_BATCH: usize = 500;
+/// Version of [`encode_extra`]'s layout.
+const EXTRA_VERSION: u8 = 1;
+
+/// A pack record's extra part: the store's parsed metadata of the message and its copied
+/// header block, zstd-compressed: `version (1) | has header (1) | JSON length (4, LE) | JSON |
+/// header`.
+pub fn encode_extra(meta: &MessageMeta, header: Option<&[u8]>) -> Vec<u8> {
+    let Ok(json) = serde_json::to_vec(meta) else {
+        return Vec::new();
+    };
+    let mut raw = Vec::with_capacity(6 + json.len() + header.map_or(0, <[u8]>::len));
+    raw.push(EXTRA_VERSION);
+    raw.push(header.is_some() as u8);
+    raw.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    raw.extend_from_slice(&json);
+    raw.extend_from_slice(header.unwrap_or_default());
+    zstd::bulk::compress(&raw, 1).unwrap_or_default()
+}
+
+/// The metadata and header of [`encode_extra`]; None when there is none or it does not
+/// decode (the restore then parses the body instead).
+pub fn decode_extra(extra: &[u8]) -> Option<(MessageMeta, Option<Vec<u8>>)> {
+    if extra.is_empty() {
+        return None;
+    }
+    let raw = zstd::bulk::decompress(extra, crate::pack::MAX_RECORD as usize).ok()?;
+    if raw.len() < 6 || raw[0] != EXTRA_VERSION {
+        return None;
+    }
+    let len = u32::from_le_bytes(raw[2..6].try_into().ok()?) as usize;
+    let json = raw.get(6..6 + len)?;
+    let meta = serde_json::from_slice(json).ok()?;
+    let header = (raw[1] == 1).then(|| raw[6 + len..].to_vec());
+    Some((meta, header))
+}
 
 pub async fn create(
     store: &Arc<Store>,
@@ -97,20 +134,30 @@ pub async fn create(
                 wanted.push(m.hash);
             }
         }
-        let fetched = futures::stream::iter(wanted.into_iter().map(|hash| fetch(store, hash)))
-            .buffered(FETCH_AHEAD);
-        let mut fetched = std::pin::pin!(fetched);
-        while let Some((hash, got)) = fetched.try_next().await? {
-            match got {
-                Ok(blob) => {
-                    trailer.new_bodies += 1;
-                    trailer.new_bytes += blob.size;
-                    packer.add(&blob)?;
-                    copied.insert(hash);
-                }
-                Err(detail) => {
-                    tracing::error!(%hash, %detail, "a body in the store is damaged; its messages are not in this backup");
-                    damaged.insert(hash, detail);
+        for chunk in wanted.chunks(HEADS_BATCH) {
+            // The parsed metadata goes with each body, so a restore need not parse it again.
+            let heads: HashMap<BlobHash, Vec<u8>> = meta
+                .message_heads(chunk)
+                .await?
+                .into_iter()
+                .map(|(hash, m, header)| (hash, encode_extra(&m, header.as_deref())))
+                .collect();
+            let fetched = futures::stream::iter(chunk.iter().map(|&hash| fetch(store, hash)))
+                .buffered(FETCH_AHEAD);
+            let mut fetched = std::pin::pin!(fetched);
+            while let Some((hash, got)) = fetched.try_next().await? {
+                match got {
+                    Ok(blob) => {
+                        trailer.new_bodies += 1;
+                        trailer.new_bytes += blob.size;
+                        let extra = heads.get(&hash).map(Vec::as_slice).unwrap_or_default();
+                        packer.add(&blob, extra)?;
+                        copied.insert(hash);
+                    }
+                    Err(detail) => {
+                        tracing::error!(%hash, %detail, "a body in the store is damaged; its messages are not in this backup");
+                        damaged.insert(hash, detail);
+                    }
                 }
             }
         }
@@ -175,12 +222,12 @@ impl<'a> Packer<'a> {
         }
     }
 
-    fn add(&mut self, blob: &StoredBlob) -> Result<()> {
+    fn add(&mut self, blob: &StoredBlob, extra: &[u8]) -> Result<()> {
         if self.current.is_none() {
             self.current = Some(PackWriter::create(self.repo.tmp_file("pack"))?);
         }
         let w = self.current.as_mut().expect("just made");
-        w.add(blob)?;
+        w.add(blob, extra)?;
         if w.len() >= self.pack_size {
             self.close()?;
         }

@@ -3,9 +3,10 @@
 //! per message.
 //!
 //! A pack is `MAGIC` followed by records, each `hash (32) | compression (1) | size (8, LE) |
-//! length (4, LE) | data`: the body exactly as the store keeps it (compressed or not), so a
-//! backup copies bytes without recompressing them. Records describe themselves, so a pack can
-//! be read without its index. A pack is named by the BLAKE3 of its whole content: a pack that
+//! length (4, LE) | extra length (4, LE) | data | extra`: the body exactly as the store keeps
+//! it (compressed or not), so a backup copies bytes without recompressing them, and the
+//! store's parsed metadata of the message (see `create::encode_extra`), so a restore need not
+//! parse it again. Records describe themselves, so a pack can be read without its index. A pack is named by the BLAKE3 of its whole content: a pack that
 //! still hashes to its name is intact, record by record.
 //!
 //! Each pack has an index beside it (`.idx`): `IDX_MAGIC`, then one fixed-size entry per record
@@ -24,8 +25,8 @@ use crate::error::{BackupError, Result};
 
 pub const MAGIC: &[u8; 8] = b"TRMPACK\x01";
 pub const IDX_MAGIC: &[u8; 8] = b"TRMIDX\x01\x00";
-const RECORD_HEADER: usize = 32 + 1 + 8 + 4;
-const IDX_ENTRY: usize = 32 + 8 + 4 + 8 + 1;
+const RECORD_HEADER: usize = 32 + 1 + 8 + 4 + 4;
+const IDX_ENTRY: usize = 32 + 8 + 4 + 8 + 1 + 4;
 /// No body is larger than this (the store refuses messages far smaller); a length beyond it
 /// in a damaged record is not believed, so it cannot make a reader allocate gigabytes.
 pub const MAX_RECORD: u64 = 1 << 30;
@@ -39,6 +40,8 @@ pub struct Location {
     /// Length of the original bytes.
     pub size: u64,
     pub compression: Compression,
+    /// Length of the record's extra part (0: none).
+    pub extra: u32,
 }
 
 /// The BLAKE3 of a pack's whole content, which is also its name.
@@ -71,6 +74,20 @@ pub struct Entry {
     pub length: u32,
     pub size: u64,
     pub compression: Compression,
+    pub extra: u32,
+}
+
+impl Entry {
+    pub fn location(&self, pack: PackId) -> Location {
+        Location {
+            pack,
+            offset: self.offset,
+            length: self.length,
+            size: self.size,
+            compression: self.compression,
+            extra: self.extra,
+        }
+    }
 }
 
 /// A pack being written, under a temporary name until [`PackWriter::finish`].
@@ -105,21 +122,24 @@ impl PackWriter {
         Ok(())
     }
 
-    pub fn add(&mut self, blob: &StoredBlob) -> Result<()> {
+    pub fn add(&mut self, blob: &StoredBlob, extra: &[u8]) -> Result<()> {
         let offset = self.written;
         let mut header = [0u8; RECORD_HEADER];
         header[..32].copy_from_slice(&blob.hash.0);
         header[32] = blob.compression as i64 as u8;
         header[33..41].copy_from_slice(&blob.size.to_le_bytes());
         header[41..45].copy_from_slice(&(blob.data.len() as u32).to_le_bytes());
+        header[45..49].copy_from_slice(&(extra.len() as u32).to_le_bytes());
         self.put(&header)?;
         self.put(&blob.data)?;
+        self.put(extra)?;
         self.entries.push(Entry {
             hash: blob.hash,
             offset,
             length: blob.data.len() as u32,
             size: blob.size,
             compression: blob.compression,
+            extra: extra.len() as u32,
         });
         Ok(())
     }
@@ -180,6 +200,7 @@ fn write_index(path: &Path, entries: &[Entry]) -> Result<()> {
         bytes.extend_from_slice(&e.length.to_le_bytes());
         bytes.extend_from_slice(&e.size.to_le_bytes());
         bytes.push(e.compression as i64 as u8);
+        bytes.extend_from_slice(&e.extra.to_le_bytes());
     }
     let sum = *blake3::hash(&bytes).as_bytes();
     bytes.extend_from_slice(&sum);
@@ -205,6 +226,7 @@ pub fn read_index(path: &Path) -> Option<Vec<Entry>> {
                 length: u32::from_le_bytes(c[40..44].try_into().ok()?),
                 size: u64::from_le_bytes(c[44..52].try_into().ok()?),
                 compression: Compression::from_code(c[52] as i64).ok()?,
+                extra: u32::from_le_bytes(c[53..57].try_into().ok()?),
             })
         })
         .collect()
@@ -232,14 +254,16 @@ pub fn scan(path: &Path) -> Result<(Vec<Entry>, PackId)> {
         }
         hasher.update(&header);
         let length = u32::from_le_bytes(header[41..45].try_into().unwrap());
+        let extra = u32::from_le_bytes(header[45..49].try_into().unwrap());
         let size = u64::from_le_bytes(header[33..41].try_into().unwrap());
         let compression = Compression::from_code(header[32] as i64);
-        let fits = offset + RECORD_HEADER as u64 + length as u64 <= total;
+        let span = length as u64 + extra as u64;
+        let fits = offset + RECORD_HEADER as u64 + span <= total;
         let (Ok(compression), true, true) = (compression, fits, size <= MAX_RECORD) else {
             // Past a damaged header nothing says where the next record starts.
             break;
         };
-        data.resize(length as usize, 0);
+        data.resize(span as usize, 0);
         if reader.read_exact(&mut data).is_err() {
             break;
         }
@@ -250,8 +274,9 @@ pub fn scan(path: &Path) -> Result<(Vec<Entry>, PackId)> {
             length,
             size,
             compression,
+            extra,
         });
-        offset += RECORD_HEADER as u64 + length as u64;
+        offset += RECORD_HEADER as u64 + span;
     }
     // Whatever was not read still counts towards the pack's hash.
     let mut rest = Vec::new();
@@ -287,9 +312,10 @@ impl PackReader {
         }
     }
 
-    /// The body at `loc`, as stored; check it with [`StoredBlob::decode_verified`].
-    pub fn read(&mut self, hash: BlobHash, loc: &Location) -> Result<StoredBlob> {
-        if loc.length as u64 > MAX_RECORD {
+    /// The body at `loc`, as stored (check it with [`StoredBlob::decode_verified`]), and the
+    /// record's extra part.
+    pub fn read(&mut self, hash: BlobHash, loc: &Location) -> Result<(StoredBlob, Vec<u8>)> {
+        if loc.length as u64 + loc.extra as u64 > MAX_RECORD {
             return Err(BackupError::Damaged(format!(
                 "record of {hash} claims {} bytes",
                 loc.length
@@ -302,7 +328,7 @@ impl PackReader {
                 v.insert(File::open(&path).map_err(|e| BackupError::io(&path, e))?)
             }
         };
-        let mut buf = vec![0u8; RECORD_HEADER + loc.length as usize];
+        let mut buf = vec![0u8; RECORD_HEADER + loc.length as usize + loc.extra as usize];
         file.seek(SeekFrom::Start(loc.offset))
             .and_then(|_| file.read_exact(&mut buf))
             .map_err(|e| BackupError::io(&path, e))?;
@@ -312,12 +338,16 @@ impl PackReader {
                 loc.pack
             )));
         }
-        Ok(StoredBlob {
-            hash,
-            size: loc.size,
-            compression: loc.compression,
-            data: buf.split_off(RECORD_HEADER),
-        })
+        let extra = buf.split_off(RECORD_HEADER + loc.length as usize);
+        Ok((
+            StoredBlob {
+                hash,
+                size: loc.size,
+                compression: loc.compression,
+                data: buf.split_off(RECORD_HEADER),
+            },
+            extra,
+        ))
     }
 }
 
@@ -334,8 +364,8 @@ mod tests {
                 StoredBlob::encode(format!("Subject: {i}\r\n\r\n{}", "x".repeat(i * 40)).as_bytes())
             })
             .collect();
-        for b in &blobs {
-            w.add(b).unwrap();
+        for (i, b) in blobs.iter().enumerate() {
+            w.add(b, &vec![i as u8; i]).unwrap();
         }
         let (id, entries) = w.finish(dir.path()).unwrap();
         assert_eq!(hash_file(&pack_path(dir.path(), &id)).unwrap(), id);
@@ -343,16 +373,10 @@ mod tests {
         let (scanned, sum) = scan(&pack_path(dir.path(), &id)).unwrap();
         assert_eq!((scanned, sum), (entries.clone(), id));
         let mut r = PackReader::new(dir.path().to_path_buf());
-        for (b, e) in blobs.iter().zip(&entries) {
-            let loc = Location {
-                pack: id,
-                offset: e.offset,
-                length: e.length,
-                size: e.size,
-                compression: e.compression,
-            };
-            let got = r.read(b.hash, &loc).unwrap();
+        for (i, (b, e)) in blobs.iter().zip(&entries).enumerate() {
+            let (got, extra) = r.read(b.hash, &e.location(id)).unwrap();
             assert_eq!(got.decode_verified().unwrap(), b.decode_verified().unwrap());
+            assert_eq!(extra, vec![i as u8; i]);
         }
     }
 
@@ -360,7 +384,7 @@ mod tests {
     fn damaged_index_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = PackWriter::create(dir.path().join("x.tmp")).unwrap();
-        w.add(&StoredBlob::encode(b"Subject: a\r\n\r\nb\r\n"))
+        w.add(&StoredBlob::encode(b"Subject: a\r\n\r\nb\r\n"), b"")
             .unwrap();
         let (id, _) = w.finish(dir.path()).unwrap();
         let idx = index_path(dir.path(), &id);

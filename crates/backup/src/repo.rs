@@ -184,13 +184,7 @@ impl Repository {
                 }
             };
             for e in entries {
-                index.entry(e.hash).or_insert(Location {
-                    pack: id,
-                    offset: e.offset,
-                    length: e.length,
-                    size: e.size,
-                    compression: e.compression,
-                });
+                index.entry(e.hash).or_insert(e.location(id));
             }
         }
         Ok(index)

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use futures::{StreamExt, TryStreamExt};
 use trimaran_store::{
     domain_of, AccountId, AccountSnapshot, AppendRequest, BlobHash, MailboxId, MailboxSnapshot,
-    RestoreRequest, SnapshotMessage, Store, StoreError,
+    NewMessage, RestoreRequest, SnapshotMessage, Store, StoreError, StoredBlob,
 };
 
 use crate::error::{BackupError, Result};
@@ -349,18 +349,14 @@ impl Ctx<'_> {
             let mut requests = Vec::with_capacity(stored.len());
             let mut bad = Vec::new();
             for (m, got) in stored {
-                let checked = got.and_then(|blob| {
+                let checked = got.and_then(|(blob, extra)| {
                     let raw = blob.decode_verified().map_err(|e| e.to_string())?;
-                    Ok((blob, raw))
+                    Ok((blob, raw, extra))
                 });
                 match checked {
-                    Ok((blob, raw)) => requests.push(RestoreRequest {
+                    Ok((blob, raw, extra)) => requests.push(RestoreRequest {
                         append: AppendRequest {
-                            message: trimaran_core::delivery::with_blob(
-                                &raw,
-                                blob,
-                                m.internal_date,
-                            ),
+                            message: new_message(&raw, blob, &extra, m.internal_date),
                             flags: m.flags,
                             keywords: m.keywords.clone(),
                         },
@@ -377,5 +373,22 @@ impl Ctx<'_> {
                 "preparing a batch failed: {e}"
             )))
         })?
+    }
+}
+
+/// The message to store for a checked body: with the metadata the backup kept when it has it,
+/// else parsed again. Its search text is left to the server's background indexer, as for a
+/// long delivery (the message is searched from its body until then), so that a restore costs
+/// about what the backup did.
+fn new_message(raw: &[u8], blob: StoredBlob, extra: &[u8], internal_date: i64) -> NewMessage {
+    match crate::create::decode_extra(extra) {
+        Some((meta, header)) if meta.size == raw.len() as u64 => NewMessage {
+            blob,
+            meta,
+            header,
+            text: None,
+            received_at: internal_date,
+        },
+        _ => trimaran_core::delivery::with_blob(raw, blob, internal_date),
     }
 }

@@ -137,7 +137,7 @@ async fn repair_body(
     };
     let mut reader = crate::pack::PackReader::new(repo.packs());
     let good = match reader.read(hash, loc) {
-        Ok(blob) if blob.decode_verified().is_ok() => blob,
+        Ok((blob, _)) if blob.decode_verified().is_ok() => blob,
         _ => return Ok(false),
     };
     store.blobs().replace_blob(&good).await?;

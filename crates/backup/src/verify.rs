@@ -90,16 +90,9 @@ pub fn verify(repo: &Repository, only: Option<&str>) -> Result<Report> {
         let mut reader = PackReader::new(dir.clone());
         for e in entries {
             report.bodies_checked += 1;
-            let loc = pack::Location {
-                pack: *id,
-                offset: e.offset,
-                length: e.length,
-                size: e.size,
-                compression: e.compression,
-            };
             let ok = reader
-                .read(e.hash, &loc)
-                .and_then(|b| b.decode_verified().map_err(Into::into));
+                .read(e.hash, &e.location(*id))
+                .and_then(|(b, _)| b.decode_verified().map_err(Into::into));
             if let Err(err) = ok {
                 lost.insert(e.hash, format!("damaged in pack {id}: {err}"));
             }
