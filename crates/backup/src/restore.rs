@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use trimaran_store::{
     domain_of, AccountId, AccountSnapshot, AppendRequest, BlobHash, MailboxId, MailboxSnapshot,
@@ -52,9 +53,23 @@ pub struct Restored {
     pub summary: String,
 }
 
+/// Accounts restored at the same time.
+const ACCOUNTS_AT_ONCE: usize = 4;
+impl Restored {
+    fn absorb(&mut self, part: Restored) {
+        self.accounts += part.accounts;
+        self.accounts_created += part.accounts_created;
+        self.mailboxes_created += part.mailboxes_created;
+        self.messages_restored += part.messages_restored;
+        self.messages_present += part.messages_present;
+        self.damaged.extend(part.damaged);
+        self.warnings.extend(part.warnings);
+    }
+}
+
 /// Messages per store transaction, and at most this many bytes of bodies.
 const BATCH_MESSAGES: usize = 500;
-const BATCH_BYTES: u64 = 32 << 20;
+const BATCH_BYTES: u64 = 16 << 20;
 
 pub async fn restore(
     store: &Arc<Store>,
@@ -98,9 +113,18 @@ pub async fn restore(
         snapshot: id.clone(),
         ..Restored::default()
     };
-    let mut progress = Progress::new("restore", total, opts.quiet);
+    let progress = std::sync::Mutex::new(Progress::new("restore", total, opts.quiet));
     let mut server = ServerSettings::default();
     let mut acls = Vec::new();
+    let ctx = Ctx {
+        store,
+        index: &index,
+        packs: &packs,
+        keep_uidvalidity: opts.keep_uidvalidity,
+    };
+    // Accounts are independent: several at once keep a PostgreSQL store's connections busy
+    // while one waits for its round trips (SQLite's single writer takes them in turn).
+    let mut running = FuturesUnordered::new();
     for line in SnapshotReader::open(&path)? {
         match line? {
             Line::Server(s) => {
@@ -112,17 +136,24 @@ pub async fn restore(
                 server = s;
             }
             Line::Account(a) if selected(&a) => {
-                let ctx = Ctx {
-                    store,
-                    index: &index,
-                    packs: &packs,
-                    keep_uidvalidity: opts.keep_uidvalidity,
-                };
-                ctx.account(&a, &mut out, &mut acls, &mut progress).await?;
+                if running.len() >= ACCOUNTS_AT_ONCE {
+                    if let Some(done) = running.next().await {
+                        let (part, part_acls) = done?;
+                        out.absorb(part);
+                        acls.extend(part_acls);
+                    }
+                }
+                running.push(ctx.account(a, &progress));
             }
             _ => {}
         }
     }
+    while let Some(done) = running.next().await {
+        let (part, part_acls) = done?;
+        out.absorb(part);
+        acls.extend(part_acls);
+    }
+    drop(running);
 
     let meta = store.meta();
     if opts.account.is_none() {
@@ -150,7 +181,10 @@ pub async fn restore(
                 .push(format!("rights of {grantee} on {name}: {e}"));
         }
     }
-    out.summary = progress.finish();
+    out.summary = progress
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .finish();
     Ok(out)
 }
 
@@ -174,13 +208,15 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Restores one account; returns what it did and the rights to grant once every account
+    /// is there.
     async fn account(
         &self,
-        a: &AccountSnapshot,
-        out: &mut Restored,
-        acls: &mut Vec<Acl>,
-        progress: &mut Progress,
-    ) -> Result<()> {
+        a: AccountSnapshot,
+        progress: &Mutex<Progress>,
+    ) -> Result<(Restored, Vec<Acl>)> {
+        let mut out = Restored::default();
+        let mut acls = Vec::new();
         let meta = self.store.meta();
         if let Some(domain) = domain_of(&a.address) {
             ensure_domain(self.store, domain).await?;
@@ -212,7 +248,7 @@ impl Ctx<'_> {
         };
         out.accounts += 1;
         for mb in &a.mailboxes {
-            let target = self.mailbox(id, &a.address, mb, out, progress).await?;
+            let target = self.mailbox(id, &a.address, mb, &mut out, progress).await?;
             for (grantee, rights) in &mb.acl {
                 acls.push((
                     id,
@@ -226,7 +262,7 @@ impl Ctx<'_> {
         for name in &a.subscriptions {
             meta.set_subscribed(id, name, true).await?;
         }
-        Ok(())
+        Ok((out, acls))
     }
 
     async fn mailbox(
@@ -235,8 +271,14 @@ impl Ctx<'_> {
         address: &str,
         mb: &MailboxSnapshot,
         out: &mut Restored,
-        progress: &mut Progress,
+        progress: &Mutex<Progress>,
     ) -> Result<MailboxId> {
+        let tick = |n, bytes| {
+            progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add(n, bytes)
+        };
         let meta = self.store.meta();
         let existing = meta
             .mailboxes(account)
@@ -279,7 +321,7 @@ impl Ctx<'_> {
                 Some(n) if *n > 0 => {
                     *n -= 1;
                     out.messages_present += 1;
-                    progress.add(1, m.size);
+                    tick(1, m.size);
                 }
                 _ => missing.push(m),
             }
@@ -304,7 +346,7 @@ impl Ctx<'_> {
         let mut prepared = std::pin::pin!(prepared);
         while let Some((requests, bad)) = prepared.try_next().await? {
             for (m, detail) in bad {
-                progress.add(1, m.size);
+                tick(1, m.size);
                 out.damaged
                     .push((address.to_string(), mb.name.clone(), m.uid, m.hash, detail));
             }
@@ -319,7 +361,7 @@ impl Ctx<'_> {
                 .restore_messages(account, target.id, Arc::new(requests))
                 .await?;
             out.messages_restored += n;
-            progress.add(n, size);
+            tick(n, size);
         }
         meta.restore_mailbox_state(account, target.id, None, mb.uidnext)
             .await?;
