@@ -2,6 +2,7 @@
 
 mod admin;
 mod cluster;
+mod export;
 mod serve;
 
 use std::path::PathBuf;
@@ -55,6 +56,10 @@ enum Command {
     /// Inspect a replicated (three-site) deployment.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Export an account's mail as mbox, Maildir or .eml files in a zip.
+    Export(export::ExportArgs),
+    /// Import mail from mbox, Maildir or a zip of .eml files into an account.
+    Import(export::ImportArgs),
 }
 
 impl Cli {
@@ -97,6 +102,8 @@ fn main() -> ExitCode {
             Command::Queue(c) => admin::queue(config, c).await,
             Command::Dkim(c) => admin::dkim(config, c).await,
             Command::Cluster(c) => cluster::run(config, c).await,
+            Command::Export(a) => export::export(config, a).await,
+            Command::Import(a) => export::import(config, a).await,
         }
     });
     match result {
