@@ -83,7 +83,13 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<()> {
                     ),
                     (false, _) => mbox::Target::Tree(to),
                 };
-                trimaran_export::export(&rt, &store, account, mailbox, mbox::MboxWriter::new(target)?)
+                trimaran_export::export(
+                    &rt,
+                    &store,
+                    account,
+                    mailbox,
+                    mbox::MboxWriter::new(target)?,
+                )
             }
             Format::Maildir => {
                 let writer = maildir::MaildirWriter::new(&to)?;

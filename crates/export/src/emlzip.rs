@@ -173,7 +173,10 @@ fn safe_levels(name: &str) -> Result<Vec<&str>> {
         bail!("unsafe entry name");
     }
     let levels: Vec<&str> = trimmed.split('/').collect();
-    if levels.iter().any(|l| l.is_empty() || *l == "." || *l == "..") {
+    if levels
+        .iter()
+        .any(|l| l.is_empty() || *l == "." || *l == "..")
+    {
         bail!("unsafe entry name");
     }
     Ok(levels)
@@ -211,7 +214,11 @@ pub fn import(importer: &mut Importer, path: &Path) -> Result<()> {
                 importer.skip(format!("{shown}: mailbox {:?}: {e:#}", mb.name));
             }
         }
-        listed = m.messages.into_iter().map(|r| (r.file.clone(), r)).collect();
+        listed = m
+            .messages
+            .into_iter()
+            .map(|r| (r.file.clone(), r))
+            .collect();
     }
     for i in 0..zip.len() {
         let mut entry = match zip.by_index(i) {
@@ -323,7 +330,15 @@ mod tests {
     fn entry_names_stay_inside() {
         assert_eq!(safe_levels("INBOX/1.eml").unwrap(), ["INBOX", "1.eml"]);
         assert_eq!(safe_levels("Archive/2024/").unwrap(), ["Archive", "2024"]);
-        for bad in ["../x.eml", "a/../../x.eml", "/etc/passwd", "C:/x.eml", "a\\..\\x", "a//b", "./x"] {
+        for bad in [
+            "../x.eml",
+            "a/../../x.eml",
+            "/etc/passwd",
+            "C:/x.eml",
+            "a\\..\\x",
+            "a//b",
+            "./x",
+        ] {
             assert!(safe_levels(bad).is_err(), "{bad}");
         }
     }

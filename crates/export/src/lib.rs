@@ -197,7 +197,8 @@ pub fn valid_keyword(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 100
         && k.bytes().all(|b| {
-            b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
+            b.is_ascii_graphic()
+                && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
         })
 }
 
@@ -421,16 +422,23 @@ impl<'a> Importer<'a> {
         let mut keywords: Vec<String> = Vec::new();
         for k in m.keywords {
             if !valid_keyword(&k) {
-                self.note(format!("{}: keyword {k:?} is not an IMAP atom; dropped", m.origin));
+                self.note(format!(
+                    "{}: keyword {k:?} is not an IMAP atom; dropped",
+                    m.origin
+                ));
             } else if keywords.len() >= MAX_KEYWORDS {
-                self.note(format!("{}: more than {MAX_KEYWORDS} keywords; {k:?} dropped", m.origin));
+                self.note(format!(
+                    "{}: more than {MAX_KEYWORDS} keywords; {k:?} dropped",
+                    m.origin
+                ));
             } else if !keywords.iter().any(|x| x.eq_ignore_ascii_case(&k)) {
                 keywords.push(k);
             }
         }
-        let mut message = self
-            .rt
-            .block_on(trimaran_core::delivery::prepare(m.raw, m.internal_date.unwrap_or(0)))?;
+        let mut message = self.rt.block_on(trimaran_core::delivery::prepare(
+            m.raw,
+            m.internal_date.unwrap_or(0),
+        ))?;
         if let Some(expect) = m.expect {
             if message.blob.hash != expect {
                 self.skip(format!(
@@ -496,8 +504,9 @@ pub(crate) fn new_dir(dir: &std::path::Path) -> Result<()> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating {}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+        }
         Err(e) => Err(e).with_context(|| format!("reading {}", dir.display())),
     }
 }
@@ -515,10 +524,20 @@ mod tests {
 
     #[test]
     fn paths_round_trip_and_stay_inside() {
-        for name in ["INBOX", "Archive/2024", "a.b/..x", "c:d/x?y", "Entwürfe", "../x"] {
+        for name in [
+            "INBOX",
+            "Archive/2024",
+            "a.b/..x",
+            "c:d/x?y",
+            "Entwürfe",
+            "../x",
+        ] {
             let path = name_to_path(name);
             for level in &path {
-                assert!(!level.starts_with('.') && !level.contains(['/', '\\', ':']), "{level}");
+                assert!(
+                    !level.starts_with('.') && !level.contains(['/', '\\', ':']),
+                    "{level}"
+                );
             }
             assert_eq!(path_to_name(&path).unwrap(), name);
         }

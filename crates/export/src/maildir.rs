@@ -213,7 +213,10 @@ impl Writer for MaildirWriter {
 /// Imports a Maildir++ tree: the root as INBOX, and its `.Name` folders.
 pub fn import(importer: &mut Importer, root: &Path) -> Result<()> {
     if !root.join("cur").is_dir() && !root.join("new").is_dir() {
-        bail!("{}: not a Maildir (it has no cur or new directory)", root.display());
+        bail!(
+            "{}: not a Maildir (it has no cur or new directory)",
+            root.display()
+        );
     }
     import_folder(importer, root, INBOX)?;
     let mut folders: Vec<_> = std::fs::read_dir(root)
@@ -263,7 +266,9 @@ fn natural(name: &str) -> Vec<Part> {
         let (run, tail) = if digits > 0 {
             rest.split_at(digits)
         } else {
-            let text = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let text = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             rest.split_at(text)
         };
         out.push(match run.parse() {

@@ -85,7 +85,8 @@ impl Writer for MboxWriter {
                 path.join(format!("{last}.mbox"))
             }
         };
-        let file = File::create_new(&path).with_context(|| format!("creating {}", path.display()))?;
+        let file =
+            File::create_new(&path).with_context(|| format!("creating {}", path.display()))?;
         self.out = Some((path, BufWriter::with_capacity(1 << 16, file)));
         Ok(())
     }
@@ -135,7 +136,10 @@ fn write_message<W: Write>(out: &mut W, m: &Exported) -> std::io::Result<()> {
     writeln!(out, "X-Keywords: {}", m.entry.keywords.join(" "))?;
     let mut rest = body;
     while !rest.is_empty() {
-        let end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1);
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
         let (line, tail) = rest.split_at(end);
         rest = tail;
         if is_from_line(line) {
@@ -156,7 +160,10 @@ fn write_message<W: Write>(out: &mut W, m: &Exported) -> std::io::Result<()> {
 
 /// A line that mboxrd quotes: `>*From `.
 fn is_from_line(line: &[u8]) -> bool {
-    let unquoted = line.iter().position(|&b| b != b'>').map_or(&[][..], |i| &line[i..]);
+    let unquoted = line
+        .iter()
+        .position(|&b| b != b'>')
+        .map_or(&[][..], |i| &line[i..]);
     unquoted.starts_with(b"From ")
 }
 
@@ -176,7 +183,11 @@ fn envelope_sender(body: &[u8]) -> String {
         }
         if line.len() > 12 && line[..12].eq_ignore_ascii_case(b"Return-Path:") {
             let value = String::from_utf8_lossy(&line[12..]);
-            let addr = value.trim().trim_start_matches('<').trim_end_matches('>').trim();
+            let addr = value
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .trim();
             if !addr.is_empty() && addr.chars().all(|c| c.is_ascii_graphic()) {
                 return addr.to_string();
             }
@@ -284,9 +295,13 @@ fn collect(
 
 fn import_file(importer: &mut Importer, path: &Path, mailbox: &str) -> Result<()> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    importer
-        .mailbox(mailbox, None)
-        .with_context(|| format!("{}", path.display()))?;
+    // An empty file is an empty mailbox; anything else makes one once it proves to be mbox.
+    if file.metadata()?.len() == 0 {
+        if let Err(e) = importer.mailbox(mailbox, None) {
+            importer.skip(format!("{}: {e:#}", path.display()));
+        }
+        return Ok(());
+    }
     let mut reader = BufReader::with_capacity(1 << 16, file);
     // Room for the quoting and our fields over the largest message taken.
     let cap = importer.max_size() + importer.max_size() / 8 + 64 * 1024;
@@ -309,14 +324,24 @@ fn import_file(importer: &mut Importer, path: &Path, mailbox: &str) -> Result<()
                         "{origin}: larger than the maximum message size ({} bytes)",
                         importer.max_size()
                     ));
-                } else if let Some(m) =
-                    decode(importer, &from, std::mem::take(&mut content), mailbox, origin)
-                {
+                } else if let Some(m) = decode(
+                    importer,
+                    &from,
+                    std::mem::take(&mut content),
+                    mailbox,
+                    origin,
+                ) {
                     importer.add(m)?;
                 }
             }
             if n == 0 {
                 break;
+            }
+            if number == 0 {
+                if let Err(e) = importer.mailbox(mailbox, None) {
+                    importer.skip(format!("{}: {e:#}", path.display()));
+                    return Ok(());
+                }
             }
             from_line = Some(String::from_utf8_lossy(&line).trim_end().to_string());
             content.clear();
@@ -413,7 +438,11 @@ fn decode(
                 body.pop();
             }
             _ => {
-                importer.skip(format!("{}: unknown {MARKER}{:?}", m.origin, &marker[MARKER.len()..]));
+                importer.skip(format!(
+                    "{}: unknown {MARKER}{:?}",
+                    m.origin,
+                    &marker[MARKER.len()..]
+                ));
                 return None;
             }
         }
@@ -430,7 +459,10 @@ fn decode(
     let fields = strip_status_fields(&mut content);
     if fields.iter().any(|(n, _)| n.eq_ignore_ascii_case("X-IMAP")) {
         // The folder's bookkeeping pseudo-message of UW-IMAP and Dovecot, not mail.
-        importer.note(format!("{}: folder data message (X-IMAP) ignored", m.origin));
+        importer.note(format!(
+            "{}: folder data message (X-IMAP) ignored",
+            m.origin
+        ));
         return None;
     }
     let get = |name: &str| {
@@ -494,7 +526,9 @@ fn strip_status_fields(content: &mut Vec<u8>) -> Vec<(String, String)> {
                 if let Some(colon) = bare.iter().position(|&b| b == b':') {
                     let name = String::from_utf8_lossy(&bare[..colon]).trim().to_string();
                     if NAMES.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
-                        let value = String::from_utf8_lossy(&bare[colon + 1..]).trim().to_string();
+                        let value = String::from_utf8_lossy(&bare[colon + 1..])
+                            .trim()
+                            .to_string();
                         removed.push((name, value));
                         dropping = true;
                         continue;
@@ -553,14 +587,20 @@ mod tests {
         )
         .unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("From a@b.test Tue Nov 14 22:13:20 2023\n"), "{text}");
+        assert!(
+            text.starts_with("From a@b.test Tue Nov 14 22:13:20 2023\n"),
+            "{text}"
+        );
         assert!(text.contains("\nStatus: RO\nX-Status: F\nX-Keywords: $Label1\n"));
         assert!(text.contains("\n>From here\n>>From there\n\n"), "{text}");
         assert_eq!(
             from_line_date("From a@b.test Tue Nov 14 22:13:20 2023"),
             Some(1_700_000_000)
         );
-        assert_eq!(from_line_date("From x Tue Nov  4 22:13:20 2023 +0000").is_some(), true);
+        assert_eq!(
+            from_line_date("From x Tue Nov  4 22:13:20 2023 +0000").is_some(),
+            true
+        );
         assert_eq!(from_line_date("From x garbage"), None);
     }
 }
