@@ -597,10 +597,7 @@ mod tests {
             from_line_date("From a@b.test Tue Nov 14 22:13:20 2023"),
             Some(1_700_000_000)
         );
-        assert_eq!(
-            from_line_date("From x Tue Nov  4 22:13:20 2023 +0000").is_some(),
-            true
-        );
+        assert!(from_line_date("From x Tue Nov  4 22:13:20 2023 +0000").is_some());
         assert_eq!(from_line_date("From x garbage"), None);
     }
 }
