@@ -302,83 +302,112 @@ fn import_file(importer: &mut Importer, path: &Path, mailbox: &str) -> Result<()
         }
         return Ok(());
     }
-    let mut reader = BufReader::with_capacity(1 << 16, file);
     // Room for the quoting and our fields over the largest message taken.
     let cap = importer.max_size() + importer.max_size() / 8 + 64 * 1024;
-    let mut line = Vec::new();
-    let mut from_line: Option<String> = None;
-    let mut content = Vec::new();
-    let mut oversize = false;
+    let mut messages = Messages::new(BufReader::with_capacity(1 << 16, file), cap);
     let mut number = 0u64;
     loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
+        let next = messages
+            .next()
             .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 || line.starts_with(b"From ") {
-            if let Some(from) = from_line.take() {
-                number += 1;
-                let origin = format!("{} message {number}", path.display());
-                if oversize {
-                    importer.skip(format!(
-                        "{origin}: larger than the maximum message size ({} bytes)",
-                        importer.max_size()
-                    ));
-                } else if let Some(m) = decode(
-                    importer,
-                    &from,
-                    std::mem::take(&mut content),
-                    mailbox,
-                    origin,
-                ) {
-                    importer.add(m)?;
-                }
+        let (from, content) = match next {
+            Next::End => return Ok(()),
+            Next::NotMbox => {
+                importer.skip(format!(
+                    "{}: not an mbox file (it does not begin with a \"From \" line)",
+                    path.display()
+                ));
+                return Ok(());
             }
-            if n == 0 {
-                break;
+            Next::Message(from, content) => (from, content),
+        };
+        if number == 0 {
+            if let Err(e) = importer.mailbox(mailbox, None) {
+                importer.skip(format!("{}: {e:#}", path.display()));
+                return Ok(());
             }
-            if number == 0 {
-                if let Err(e) = importer.mailbox(mailbox, None) {
-                    importer.skip(format!("{}: {e:#}", path.display()));
-                    return Ok(());
-                }
-            }
-            from_line = Some(String::from_utf8_lossy(&line).trim_end().to_string());
-            content.clear();
-            oversize = false;
-            continue;
         }
-        if from_line.is_none() {
-            if line.iter().all(|b| b.is_ascii_whitespace()) {
-                continue;
-            }
+        number += 1;
+        let origin = format!("{} message {number}", path.display());
+        let Some(content) = content else {
             importer.skip(format!(
-                "{}: not an mbox file (it does not begin with a \"From \" line)",
-                path.display()
+                "{origin}: larger than the maximum message size ({} bytes)",
+                importer.max_size()
             ));
-            return Ok(());
-        }
-        if oversize {
             continue;
+        };
+        match decode(&from, content, mailbox, origin.clone()) {
+            Ok(Some(m)) => importer.add(m)?,
+            Ok(None) => importer.note(format!("{origin}: folder data message (X-IMAP) ignored")),
+            Err(why) => importer.skip(format!("{origin}: {why}")),
         }
-        if content.len() as u64 + line.len() as u64 > cap {
-            oversize = true;
-            content.clear();
-            continue;
-        }
-        content.extend_from_slice(&line);
     }
-    Ok(())
 }
 
-/// One message of an mbox file as it goes into the store; None when it is left out (reported).
+/// What [`Messages::next`] found.
+enum Next {
+    /// A From_ line and what follows it up to the next one; None when that is over the cap.
+    Message(String, Option<Vec<u8>>),
+    /// Text before any From_ line.
+    NotMbox,
+    End,
+}
+
+/// The messages of an mbox stream, one at a time.
+struct Messages<R> {
+    reader: R,
+    cap: u64,
+    from: Option<String>,
+}
+
+impl<R: BufRead> Messages<R> {
+    fn new(reader: R, cap: u64) -> Messages<R> {
+        Messages {
+            reader,
+            cap,
+            from: None,
+        }
+    }
+
+    fn next(&mut self) -> std::io::Result<Next> {
+        let mut line = Vec::new();
+        let mut content = Some(Vec::new());
+        loop {
+            line.clear();
+            let n = self.reader.read_until(b'\n', &mut line)?;
+            if n == 0 || line.starts_with(b"From ") {
+                let next = (n != 0).then(|| String::from_utf8_lossy(&line).trim_end().to_string());
+                match std::mem::replace(&mut self.from, next) {
+                    Some(from) => return Ok(Next::Message(from, content)),
+                    None if n == 0 => return Ok(Next::End),
+                    None => continue,
+                }
+            }
+            if self.from.is_none() {
+                if line.iter().all(|b| b.is_ascii_whitespace()) {
+                    continue;
+                }
+                return Ok(Next::NotMbox);
+            }
+            if let Some(c) = &mut content {
+                if c.len() as u64 + line.len() as u64 > self.cap {
+                    content = None;
+                } else {
+                    c.extend_from_slice(&line);
+                }
+            }
+        }
+    }
+}
+
+/// One message of an mbox file as it goes into the store; None for a folder's bookkeeping
+/// message, Err with the reason to skip it.
 fn decode(
-    importer: &mut Importer,
     from: &str,
     mut content: Vec<u8>,
     mailbox: &str,
     origin: String,
-) -> Option<Incoming> {
+) -> std::result::Result<Option<Incoming>, String> {
     // Undo the mboxrd quoting first: it was applied last.
     let mut unquoted = Vec::with_capacity(content.len());
     for line in content.split_inclusive(|&b| b == b'\n') {
@@ -406,20 +435,15 @@ fn decode(
             let line = String::from_utf8_lossy(lines.next().unwrap_or_default()).to_string();
             match line.strip_prefix(name) {
                 Some(v) => fields.push(v.trim().to_string()),
-                None => {
-                    importer.skip(format!("{}: {name} missing after {MARKER}", m.origin));
-                    return None;
-                }
+                None => return Err(format!("{name} missing after {MARKER}")),
             }
         }
         let Some(mut body) = lines.next().map(<[u8]>::to_vec) else {
-            importer.skip(format!("{}: truncated", m.origin));
-            return None;
+            return Err("truncated".into());
         };
         // The empty line that ends every message in the file.
         if body.pop() != Some(b'\n') {
-            importer.skip(format!("{}: truncated (no empty line after it)", m.origin));
-            return None;
+            return Err("truncated (no empty line after it)".into());
         }
         let words: Vec<&str> = marker[MARKER.len()..].split_whitespace().collect();
         match words.as_slice() {
@@ -437,18 +461,11 @@ fn decode(
             ["1", "raw", "nonl"] => {
                 body.pop();
             }
-            _ => {
-                importer.skip(format!(
-                    "{}: unknown {MARKER}{:?}",
-                    m.origin,
-                    &marker[MARKER.len()..]
-                ));
-                return None;
-            }
+            _ => return Err(format!("unknown {MARKER}{:?}", &marker[MARKER.len()..])),
         }
         status_flags(&mut m, &fields[0], &fields[1], &fields[2]);
         m.raw = body;
-        return Some(m);
+        return Ok(Some(m));
     }
     // A foreign message: the file's separator line is not part of it.
     if content.ends_with(b"\r\n\r\n") {
@@ -459,11 +476,7 @@ fn decode(
     let fields = strip_status_fields(&mut content);
     if fields.iter().any(|(n, _)| n.eq_ignore_ascii_case("X-IMAP")) {
         // The folder's bookkeeping pseudo-message of UW-IMAP and Dovecot, not mail.
-        importer.note(format!(
-            "{}: folder data message (X-IMAP) ignored",
-            m.origin
-        ));
-        return None;
+        return Ok(None);
     }
     let get = |name: &str| {
         fields
@@ -476,7 +489,7 @@ fn decode(
     let (status, xstatus, keywords) = (get("Status"), get("X-Status"), get("X-Keywords"));
     status_flags(&mut m, &status, &xstatus, &keywords);
     m.raw = crlf_if_unix(content);
-    Some(m)
+    Ok(Some(m))
 }
 
 fn status_flags(m: &mut Incoming, status: &str, xstatus: &str, keywords: &str) {
@@ -569,6 +582,68 @@ mod tests {
             uidnext: 2,
             highestmodseq: 1,
         }
+    }
+
+    /// Whatever the bytes, what we write comes back identical, with its flags and keywords.
+    #[test]
+    fn every_body_comes_back_exactly() {
+        let bodies: [&[u8]; 10] = [
+            b"Subject: a\r\n\r\nplain\r\n",
+            b"Subject: b\r\n\r\nFrom x\r\n>From y\r\n\r\nFrom \r\n",
+            b"Subject: c\r\n\r\nbare\nLF\r\n",
+            b"Subject: d\r\n\r\nno end",
+            b"Subject: e\r\n\r\nends in CR\r",
+            b"Subject: f\r\n\r\ndouble CR\r\r\n",
+            b"x",
+            b"Subject: h\r\n\r\n\r\n\r\n",
+            b">From the start\nFrom y\n",
+            b"Subject: j\n\nunix only\n\n",
+        ];
+        let mb = mailbox();
+        let mut file = Vec::new();
+        for (i, body) in bodies.iter().enumerate() {
+            let e = entry(i as i64 & 31, &["k1", "$Label2"][..i % 3]);
+            let m = Exported {
+                mailbox: &mb,
+                entry: &e,
+                body,
+            };
+            write_message(&mut file, &m).unwrap();
+        }
+        let mut messages = Messages::new(std::io::Cursor::new(file), 1 << 20);
+        for (i, body) in bodies.iter().enumerate() {
+            let Next::Message(from, Some(content)) = messages.next().unwrap() else {
+                panic!("message {i} missing");
+            };
+            let m = decode(&from, content, "INBOX", String::new())
+                .unwrap()
+                .unwrap();
+            assert_eq!(m.raw, *body, "message {i}");
+            assert_eq!(m.flags, i as i64 & 31, "flags of {i}");
+            assert_eq!(m.keywords, ["k1", "$Label2"][..i % 3], "keywords of {i}");
+            assert_eq!(m.internal_date, Some(1_700_000_000));
+        }
+        assert!(matches!(messages.next().unwrap(), Next::End));
+    }
+
+    #[test]
+    fn foreign_messages_lose_their_status_fields() {
+        let file = b"From a@b Tue Nov 14 22:13:20 2023\nSubject: x\nStatus: RO\nX-Status: AF\n\
+                     X-Keywords: one,two\n\n>From body\n\n";
+        let mut messages = Messages::new(&file[..], 1 << 20);
+        let Next::Message(from, Some(content)) = messages.next().unwrap() else {
+            panic!("no message");
+        };
+        let m = decode(&from, content, "INBOX", String::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.raw, b"Subject: x\r\n\r\nFrom body\r\n");
+        assert_eq!(m.flags, flags::SEEN | flags::ANSWERED | flags::FLAGGED);
+        assert_eq!(m.keywords, ["one", "two"]);
+        assert!(matches!(
+            Messages::new(&b"Subject: no\n"[..], 100).next().unwrap(),
+            Next::NotMbox
+        ));
     }
 
     #[test]
