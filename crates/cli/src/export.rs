@@ -67,12 +67,19 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<()> {
                 let file = std::fs::File::create_new(&to)
                     .with_context(|| format!("creating {}", to.display()))?;
                 let mut out = std::io::BufWriter::new(file);
-                let report = emlzip::write_eml_zip(&rt, &store, account, mailbox, &mut out)?;
-                out.into_inner()
-                    .map_err(|e| e.into_error())
-                    .and_then(|f| f.sync_all())
-                    .with_context(|| format!("writing {}", to.display()))?;
-                Ok(report)
+                let written = emlzip::write_eml_zip(&rt, &store, account, mailbox, &mut out)
+                    .and_then(|report| {
+                        out.into_inner()
+                            .map_err(|e| e.into_error())
+                            .and_then(|f| f.sync_all())
+                            .with_context(|| format!("writing {}", to.display()))?;
+                        Ok(report)
+                    });
+                // A zip cut short is no export: leave nothing that looks like one.
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&to);
+                }
+                written
             }
             Format::Mbox => {
                 let single = to.extension().is_some_and(|e| e == "mbox");
