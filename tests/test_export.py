@@ -424,3 +424,23 @@ def test_help(filled):
         assert "--account" in out and "--format" in out and "eml-zip" in out
 
 
+
+
+def test_corrupt_body_is_reported_and_left_out(filled, tmp_path):
+    """G5: a body that fails its hash check is never exported; the rest is, and the export
+    says what is missing and exits non-zero."""
+    server = filled
+    [row] = server.mail_list(ALICE, "Archive")
+    literal = "X'{0}'" if server.backend == "sqlite" else "decode('{0}', 'hex')"
+    server.sql(f"UPDATE blobs SET compression = 0, data = {literal.format(b'tampered'.hex())} "
+               f"WHERE hash = '{row['blake3']}'")
+    for fmt in FORMATS:
+        path = target_path(tmp_path, fmt, f"c-{fmt}")
+        proc = server.cli("export", "--account", ALICE, "--format", fmt, "--to", str(path),
+                          check=False)
+        err = proc.stderr.decode()
+        assert proc.returncode != 0, err
+        assert f"skipped: Archive UID {row['uid']}" in err and "exported 8 message(s)" in err
+        data = all_bytes(path)
+        assert b"tampered" not in data and b"Subject: archived" not in data
+        assert b"Subject: deep" in data
