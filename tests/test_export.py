@@ -8,8 +8,13 @@ import imaplib
 import json
 import mailbox
 import os
+import pathlib
 import re
+import shutil
 import smtplib
+import socket
+import subprocess
+import tempfile
 import time
 import zipfile
 from collections import Counter
@@ -17,6 +22,7 @@ from collections import Counter
 import blake3
 import pytest
 
+from harness import dovecot_config, free_ports
 from smtpwire import unverified_context
 
 pytestmark = pytest.mark.timeout(300)
@@ -199,7 +205,7 @@ def check_independently(fmt, path, server):
                 seen += 1
         assert seen == len(stored)
         inbox_keywords = (path / "dovecot-keywords").read_text().split("\n")
-        assert "0 work" in inbox_keywords
+        assert "0 $Forwarded" in inbox_keywords and "1 work" in inbox_keywords
     else:
         files = {p.relative_to(path).as_posix() for p in path.rglob("*.mbox")}
         assert {"INBOX.mbox", "Archive.mbox", "Archive/2024.mbox", "Lists.rust.mbox",
@@ -444,3 +450,63 @@ def test_corrupt_body_is_reported_and_left_out(filled, tmp_path):
         data = all_bytes(path)
         assert b"tampered" not in data and b"Subject: archived" not in data
         assert b"Subject: deep" in data
+
+
+def fetch_all(m, name):
+    """(mailbox, BLAKE3 of the body, flags, internal date) of every message in one mailbox."""
+    ok(m.select(quoted(mutf7(name)), readonly=True))
+    out = Counter()
+    data = ok(m.fetch("1:*", "(FLAGS INTERNALDATE BODY.PEEK[])"))
+    for item in data:
+        if not isinstance(item, tuple):
+            continue
+        head, body = item
+        text = head.decode()
+        flags = frozenset(re.search(r"FLAGS \(([^)]*)\)", text).group(1).split()) - {"\\Recent"}
+        date = re.search(r'INTERNALDATE "([^"]+)"', text).group(1)
+        stamp = time.mktime(imaplib.Internaldate2tuple(f'INTERNALDATE "{date}"'.encode()))
+        out[(name, blake3.blake3(body).hexdigest(), flags, stamp)] += 1
+    return out
+
+
+def test_dovecot_reads_the_maildir(filled):
+    """Dovecot, the reference IMAP server, serves our Maildir export with the same folders,
+    bodies, flags, keywords and internal dates as Trimaran."""
+    if shutil.which("dovecot") is None:
+        pytest.fail("Dovecot is the reference oracle; scripts/test installs dovecot-imapd")
+    server = filled
+    # Dovecot's own users must reach the files: not under pytest's private temporary directory.
+    d = pathlib.Path(tempfile.mkdtemp(prefix="trimaran-export-oracle-"))
+    try:
+        d.chmod(0o755)
+        (port,) = free_ports(1)
+        (d / "dovecot.conf").write_text(dovecot_config(d, port))
+        (d / "passwd").write_text(f"oracle:{{PLAIN}}{PASSWORD}::::::\n")
+        export(server, "maildir", d / "home" / "oracle" / "Maildir")
+        subprocess.run(["chown", "-R", "vmail:vmail", str(d / "home")], check=True)
+        subprocess.run(["dovecot", "-c", str(d / "dovecot.conf")], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (d / "dovecot.log").read_text()
+                time.sleep(0.1)
+        ref = imaplib.IMAP4("127.0.0.1", port, timeout=30)
+        ref.login("oracle", PASSWORD)
+        theirs = {re.search(rb'"([^"]*)"$|(\S+)$', line).group(0).decode().strip('"')
+                  for line in ok(ref.list())}
+        # Dovecot has no escape for "." in a Maildir++ level: it shows our %2E as it is.
+        assert theirs == (folders(server, ALICE) - {"Lists.rust"}) | {"Lists%2Erust"}
+        ours = imap(server)
+        names = {r["mailbox"] for r in server.mail_list(ALICE)} - {"Lists.rust"}
+        for name in names:
+            expected = fetch_all(ours, name)
+            assert fetch_all(ref, name) == expected, name
+        ref.logout()
+        ours.logout()
+    finally:
+        subprocess.run(["doveadm", "-c", str(d / "dovecot.conf"), "stop"], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)

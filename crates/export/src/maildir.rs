@@ -9,7 +9,7 @@
 //! `<internal date>.M<uid>V<uidvalidity>.trimaran,S=<size>:2,<flags>` with its modification
 //! time set to the internal date. The info flags are the spec's: D = \Draft, F = \Flagged,
 //! P = passed ($Forwarded), R = \Answered (replied), S = \Seen, T = \Deleted (trashed).
-//! Keywords are letters a–z after them, listed per folder in Dovecot's `dovecot-keywords` file
+//! Keywords (and $Forwarded again, which Dovecot does not take from P) are letters a–z after them, listed per folder in Dovecot's `dovecot-keywords` file
 //! (`<n> <keyword>` per line, a = 0): so at most 26 distinct keywords per folder survive; the
 //! export reports any that do not.
 
@@ -144,10 +144,8 @@ impl Writer for MaildirWriter {
             }
         }
         let mut letters = Vec::new();
+        // $Forwarded also gets a letter: Dovecot does not read P as a flag.
         for k in &e.keywords {
-            if k.eq_ignore_ascii_case(FORWARDED) {
-                continue;
-            }
             let index = match self.keywords.iter().position(|x| x == k) {
                 Some(i) => i,
                 None if self.keywords.len() < MAX_KEYWORD_LETTERS => {
