@@ -280,6 +280,15 @@ def all_bytes(path):
 
 def test_export_holds_nothing_of_another_account(filled, tmp_path):
     server = filled
+    # Bob shares a folder with Alice (RFC 4314): she can read it, but it is not her mail.
+    m = imap(server, BOB)
+    ok(m.create("Team"))
+    ok(m.append("Team", None, None, msg(f"team {BOB_MARKER}", f"{BOB_MARKER} shared\r\n")))
+    ok(m.setacl("Team", ALICE, "lrs"))
+    m.logout()
+    m = imap(server, ALICE)
+    assert any(b"Other Users/bob@example.test/Team" in line for line in ok(m.list()))
+    m.logout()
     for fmt in FORMATS:
         path = target_path(tmp_path, fmt, f"alice-{fmt}")
         export(server, fmt, path)
@@ -290,7 +299,8 @@ def test_export_holds_nothing_of_another_account(filled, tmp_path):
     export(server, "eml-zip", bob, BOB)
     with zipfile.ZipFile(bob) as z:
         manifest = json.loads(z.read("trimaran-export.json"))
-    assert sorted(m["file"] for m in manifest["messages"]) == ["INBOX/1.eml", "INBOX/2.eml"]
+    assert sorted(m["file"] for m in manifest["messages"]) == [
+        "INBOX/1.eml", "INBOX/2.eml", "Team/1.eml"]
 
 
 def test_existing_targets_are_not_overwritten(filled, tmp_path):
