@@ -311,6 +311,10 @@ def test_existing_targets_are_not_overwritten(filled, tmp_path):
         proc = filled.cli("export", "--account", ALICE, "--format", fmt, "--to",
                           str(tmp_path / to), check=False)
         assert proc.returncode != 0 and proc.stderr.startswith(b"error: "), proc.stderr
+    proc = filled.cli("export", "--account", ALICE, "--format", "maildir", "--mailbox", "Nope",
+                      "--to", str(tmp_path / "nope"), check=False)
+    assert proc.returncode != 0 and b'mailbox "Nope" not found' in proc.stderr, proc.stderr
+    assert not (tmp_path / "nope").exists()
     assert (tmp_path / "full" / "keep").read_text() == "mine"
     assert (tmp_path / "x.zip").read_text() == "mine"
 

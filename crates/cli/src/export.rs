@@ -46,6 +46,19 @@ pub async fn export(config: Config, args: ExportArgs) -> anyhow::Result<()> {
     let format: Format = args.format.parse()?;
     let store = open(&config).await?;
     let account = account_id(&store, &args.account).await?;
+    if let Some(name) = &args.mailbox {
+        // Before anything is created at the target.
+        let name = trimaran_export::canonical_inbox(name);
+        if !store
+            .meta()
+            .mailboxes(account)
+            .await?
+            .iter()
+            .any(|b| b.name == name)
+        {
+            bail!("mailbox {name:?} not found in {}", args.account);
+        }
+    }
     let to = args.to.clone();
     let stdout = to.as_os_str() == "-";
     if stdout && format != Format::EmlZip {

@@ -137,7 +137,11 @@ pub fn export<W: Writer>(
 pub fn canonical_inbox(name: &str) -> String {
     if name.eq_ignore_ascii_case(INBOX) {
         INBOX.to_string()
-    } else if name.len() > 6 && name[..6].eq_ignore_ascii_case("INBOX/") {
+    } else if name
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case("INBOX/"))
+        && name.len() > 6
+    {
         format!("INBOX/{}", &name[6..])
     } else {
         name.to_string()
@@ -546,6 +550,9 @@ mod tests {
         assert!(path_to_name(&["%ff"]).is_err());
         assert!(path_to_name(&["Other Users", "bob"]).is_err());
         assert_eq!(path_to_name(&["inbox"]).unwrap(), "INBOX");
+        assert_eq!(path_to_name(&["inbox", "x"]).unwrap(), "INBOX/x");
+        // Not a char boundary at byte 6: must not panic.
+        assert_eq!(canonical_inbox("INBOXü"), "INBOXü");
     }
 
     #[test]
