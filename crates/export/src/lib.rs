@@ -15,7 +15,7 @@ pub mod emlzip;
 pub mod maildir;
 pub mod mbox;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -318,6 +318,8 @@ pub struct Importer<'a> {
     account: AccountId,
     max_size: u64,
     boxes: HashMap<String, MailboxId>,
+    /// Special uses the account's mailboxes have: an import never gives one to a second.
+    uses: HashSet<String>,
     created: usize,
     batch: Vec<AppendRequest>,
     batch_box: Option<MailboxId>,
@@ -332,17 +334,19 @@ impl<'a> Importer<'a> {
         account: AccountId,
         max_size: u64,
     ) -> Result<Importer<'a>> {
-        let boxes = rt
-            .block_on(store.meta().mailboxes(account))?
-            .into_iter()
-            .map(|b| (b.name, b.id))
+        let records = rt.block_on(store.meta().mailboxes(account))?;
+        let uses = records
+            .iter()
+            .filter_map(|b| b.special_use.clone())
             .collect();
+        let boxes = records.into_iter().map(|b| (b.name, b.id)).collect();
         Ok(Importer {
             rt,
             store,
             account,
             max_size,
             boxes,
+            uses,
             created: 0,
             batch: Vec::new(),
             batch_box: None,
@@ -368,11 +372,7 @@ impl<'a> Importer<'a> {
             if self.boxes.contains_key(&path) {
                 continue;
             }
-            let use_here = if depth == levels.len() {
-                special_use
-            } else {
-                None
-            };
+            let use_here = special_use.filter(|u| depth == levels.len() && !self.uses.contains(*u));
             let record = match self.rt.block_on(self.store.meta().create_mailbox(
                 self.account,
                 &path,
@@ -389,6 +389,7 @@ impl<'a> Importer<'a> {
                 Err(e) => return Err(e).with_context(|| format!("creating mailbox {path:?}")),
             };
             self.boxes.insert(path, record.id);
+            self.uses.extend(record.special_use);
             self.created += 1;
         }
         Ok(self.boxes[&name])
