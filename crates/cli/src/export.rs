@@ -34,6 +34,7 @@ pub struct ImportArgs {
     /// The account the mail goes into; missing mailboxes are created.
     #[arg(long, value_name = "ADDRESS")]
     account: String,
+    /// The format of --from. Messages over smtp.max_message_size are skipped and reported.
     #[arg(long, value_parser = ["mbox", "maildir", "eml-zip"])]
     format: String,
     /// mbox: a file (its name, less .mbox, names the mailbox) or a directory of them;
