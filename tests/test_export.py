@@ -243,6 +243,10 @@ def test_round_trip_into_a_fresh_account(filled, tmp_path, fmt):
     assert sum(before.values()) == 9 and len({flags for (_, _, flags, _) in before}) >= 6
     assert state(server, CAROL) == before
     assert folders(server, CAROL) == folders(server, ALICE)
+    # Run again (as after an interruption): what is there already is not added twice.
+    proc = server.cli("import", "--account", CAROL, "--format", fmt, "--from", str(path))
+    assert b"imported 0 message(s), 9 already there" in proc.stderr, proc.stderr
+    assert state(server, CAROL) == before
 
 
 @pytest.mark.parametrize("fmt", ["mbox", "eml-zip"])

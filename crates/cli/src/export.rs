@@ -152,16 +152,19 @@ fn finish(done: &str, report: &Report) -> anyhow::Result<()> {
     for skipped in &report.skipped {
         writeln!(err, "skipped: {skipped}")?;
     }
-    let boxes = if done == "imported" {
-        "mailbox(es) created"
+    if done == "imported" {
+        writeln!(
+            err,
+            "imported {} message(s), {} already there, {} mailbox(es) created",
+            report.messages, report.already, report.mailboxes
+        )?;
     } else {
-        "mailbox(es)"
-    };
-    writeln!(
-        err,
-        "{done} {} message(s), {} {boxes}",
-        report.messages, report.mailboxes
-    )?;
+        writeln!(
+            err,
+            "exported {} message(s), {} mailbox(es)",
+            report.messages, report.mailboxes
+        )?;
+    }
     if !report.skipped.is_empty() {
         bail!(
             "{} message(s) or file(s) skipped (listed above)",

@@ -51,6 +51,8 @@ impl FromStr for Format {
 pub struct Report {
     pub mailboxes: usize,
     pub messages: u64,
+    /// Import: messages the mailbox held already (same bytes), so not added again.
+    pub already: u64,
     /// Messages (or files) left out, each with where it was and why. Non-empty means the
     /// result is incomplete.
     pub skipped: Vec<String>,
@@ -320,6 +322,8 @@ pub struct Importer<'a> {
     boxes: HashMap<String, MailboxId>,
     /// Special uses the account's mailboxes have: an import never gives one to a second.
     uses: HashSet<String>,
+    /// Per mailbox, how many copies of each body it held before this import.
+    present: HashMap<MailboxId, HashMap<BlobHash, usize>>,
     created: usize,
     batch: Vec<AppendRequest>,
     batch_box: Option<MailboxId>,
@@ -347,6 +351,7 @@ impl<'a> Importer<'a> {
             max_size,
             boxes,
             uses,
+            present: HashMap::new(),
             created: 0,
             batch: Vec::new(),
             batch_box: None,
@@ -440,12 +445,9 @@ impl<'a> Importer<'a> {
                 keywords.push(k);
             }
         }
-        let mut message = self.rt.block_on(trimaran_core::delivery::prepare(
-            m.raw,
-            m.internal_date.unwrap_or(0),
-        ))?;
+        let hash = BlobHash::of(&m.raw);
         if let Some(expect) = m.expect {
-            if message.blob.hash != expect {
+            if hash != expect {
                 self.skip(format!(
                     "{}: content does not match its recorded BLAKE3 {expect}",
                     m.origin
@@ -453,6 +455,32 @@ impl<'a> Importer<'a> {
                 return Ok(());
             }
         }
+        // Copies the mailbox held before this import are not added again, one for one, so an
+        // import that stopped half way can simply be run again.
+        if !self.present.contains_key(&mailbox) {
+            let mut counts: HashMap<BlobHash, usize> = HashMap::new();
+            for e in self
+                .rt
+                .block_on(self.store.meta().mailbox_entries(mailbox))?
+            {
+                *counts.entry(e.hash).or_default() += 1;
+            }
+            self.present.insert(mailbox, counts);
+        }
+        if let Some(n) = self
+            .present
+            .get_mut(&mailbox)
+            .and_then(|c| c.get_mut(&hash))
+            .filter(|n| **n > 0)
+        {
+            *n -= 1;
+            self.report.already += 1;
+            return Ok(());
+        }
+        let mut message = self.rt.block_on(trimaran_core::delivery::prepare(
+            m.raw,
+            m.internal_date.unwrap_or(0),
+        ))?;
         if m.internal_date.is_none() {
             message.received_at = message.meta.date.unwrap_or_else(now_unix);
         }
