@@ -354,7 +354,7 @@ pub async fn alias(config: Config, cmd: AliasCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn account_id(store: &Store, addr: &str) -> anyhow::Result<AccountId> {
+pub(crate) async fn account_id(store: &Store, addr: &str) -> anyhow::Result<AccountId> {
     let a = address_arg(addr)?;
     match store.meta().account_by_address(&a).await? {
         Some(acc) => Ok(acc.id),

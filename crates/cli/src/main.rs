@@ -3,6 +3,7 @@
 mod admin;
 mod backup;
 mod cluster;
+mod export;
 mod serve;
 
 use std::path::PathBuf;
@@ -62,6 +63,10 @@ enum Command {
     /// Inspect a replicated (three-site) deployment.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Export an account's mail as mbox, Maildir or .eml files in a zip.
+    Export(export::ExportArgs),
+    /// Import mail from mbox, Maildir or a zip of .eml files into an account.
+    Import(export::ImportArgs),
 }
 
 impl Cli {
@@ -106,6 +111,8 @@ fn main() -> ExitCode {
             Command::Backup(c) => backup::run(config, c).await,
             Command::Scrub(a) => backup::scrub(config, a).await,
             Command::Cluster(c) => cluster::run(config, c).await,
+            Command::Export(a) => export::export(config, a).await,
+            Command::Import(a) => export::import(config, a).await,
         }
     });
     match result {
