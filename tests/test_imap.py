@@ -275,6 +275,20 @@ def test_international_mailbox_names_utf7_and_utf8(box):
     r.close()
 
 
+def test_names_with_a_multibyte_character_where_inbox_would_end(box):
+    """"INBOXü" and "INBOü": the check for an INBOX prefix must not cut a character in two."""
+    r = Raw(box)
+    r.cmd('CREATE "INBOX&APw-"')
+    r.cmd('CREATE "INBO&APw-"')
+    lines, _ = r.cmd('LIST "" "INBO&APw-*"')
+    assert any(b'"INBO&APw-"' in l for l in lines), lines
+    lines, _ = r.cmd('LIST "" "INBOX&APw-"')
+    assert any(b'"INBOX&APw-"' in l for l in lines), lines
+    r.cmd("ENABLE UTF8=ACCEPT")
+    r.cmd('SELECT "INBOXü"')
+    r.close()
+
+
 def test_status_and_list_status(box):
     m = login(box)
     data = ok(m.status("INBOX", "(MESSAGES UNSEEN UIDNEXT UIDVALIDITY SIZE HIGHESTMODSEQ DELETED)"))

@@ -504,7 +504,12 @@ impl Session {
         };
         let name = if name.eq_ignore_ascii_case(INBOX) {
             INBOX.to_string()
-        } else if name.len() > 6 && name[..6].eq_ignore_ascii_case("INBOX/") {
+        } else if name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("INBOX/"))
+            && name.len() > 6
+        {
+            // `get`, not indexing: byte 6 may fall inside a multi-byte character ("INBOXü").
             format!("INBOX/{}", &name[6..])
         } else {
             name

@@ -24,8 +24,10 @@ pub fn matches(pattern: &[char], name: &[char]) -> bool {
 
 fn pattern_matches(pattern: &str, name: &str) -> bool {
     // INBOX is case-insensitive, also as the start of a pattern.
-    let pattern = if pattern.len() >= 5
-        && pattern[..5].eq_ignore_ascii_case(INBOX)
+    // `get`, not indexing: byte 5 may fall inside a multi-byte character ("INBOü").
+    let pattern = if pattern
+        .get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case(INBOX))
         && (pattern.len() == 5 || pattern[5..].starts_with('/'))
     {
         format!("{INBOX}{}", &pattern[5..])
