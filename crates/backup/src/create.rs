@@ -39,8 +39,8 @@ const HEADS_BATCH: usize = 500;
 const EXTRA_VERSION: u8 = 1;
 
 /// A pack record's extra part: the store's parsed metadata of the message and its copied
-/// header block, zstd-compressed: `version (1) | has header (1) | JSON length (4, LE) | JSON |
-/// header`.
+/// header block: `length (4, LE)` then, zstd-compressed, `version (1) | has header (1) | JSON
+/// length (4, LE) | JSON | header`.
 pub fn encode_extra(meta: &MessageMeta, header: Option<&[u8]>) -> Vec<u8> {
     let Ok(json) = serde_json::to_vec(meta) else {
         return Vec::new();
@@ -51,7 +51,13 @@ pub fn encode_extra(meta: &MessageMeta, header: Option<&[u8]>) -> Vec<u8> {
     raw.extend_from_slice(&(json.len() as u32).to_le_bytes());
     raw.extend_from_slice(&json);
     raw.extend_from_slice(header.unwrap_or_default());
-    zstd::bulk::compress(&raw, 1).unwrap_or_default()
+    // Its length first, so that decompressing allocates exactly that much.
+    let mut out = (raw.len() as u32).to_le_bytes().to_vec();
+    match trimaran_store::blob::zstd_compress(&raw, 1) {
+        Ok(packed) => out.extend_from_slice(&packed),
+        Err(_) => return Vec::new(),
+    }
+    out
 }
 
 /// The metadata and header of [`encode_extra`]; None when there is none or it does not
@@ -60,7 +66,11 @@ pub fn decode_extra(extra: &[u8]) -> Option<(MessageMeta, Option<Vec<u8>>)> {
     if extra.is_empty() {
         return None;
     }
-    let raw = zstd::bulk::decompress(extra, crate::pack::MAX_RECORD as usize).ok()?;
+    let len = u32::from_le_bytes(extra.get(..4)?.try_into().ok()?) as usize;
+    if len as u64 > crate::pack::MAX_RECORD {
+        return None;
+    }
+    let raw = trimaran_store::blob::zstd_decompress(&extra[4..], len).ok()?;
     if raw.len() < 6 || raw[0] != EXTRA_VERSION {
         return None;
     }

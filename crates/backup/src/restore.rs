@@ -68,7 +68,7 @@ impl Restored {
 }
 
 /// Messages per store transaction, and at most this many bytes of bodies.
-const BATCH_MESSAGES: usize = 500;
+const BATCH_MESSAGES: usize = 2000;
 const BATCH_BYTES: u64 = 16 << 20;
 
 pub async fn restore(

@@ -1,6 +1,7 @@
 //! Content-addressed message bodies: BLAKE3 names them, zstd shrinks them, and every read
 //! re-hashes them so that corruption is reported instead of served (DESIGN.md G5).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
 
@@ -91,13 +92,45 @@ pub struct StoredBlob {
 /// zstd level 3: most of the gain of higher levels on mail text at a fraction of the CPU.
 const ZSTD_LEVEL: i32 = 3;
 
+thread_local! {
+    // zstd contexts kept per thread: making one for every body cost more than compressing a
+    // typical message (its tables are allocated, zeroed and unmapped each time).
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// zstd-compresses `raw` at `level` with this thread's context.
+pub fn zstd_compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        let c = match &mut *c {
+            Some(c) => c,
+            none => none.insert(zstd::bulk::Compressor::new(level)?),
+        };
+        c.set_compression_level(level)?;
+        c.compress(raw)
+    })
+}
+
+/// Decompresses one zstd frame of at most `capacity` bytes with this thread's context.
+pub fn zstd_decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        let d = match &mut *d {
+            Some(d) => d,
+            none => none.insert(zstd::bulk::Decompressor::new()?),
+        };
+        d.decompress(data, capacity)
+    })
+}
+
 impl StoredBlob {
     /// Hash and compress `raw`. Compression is kept only when it saves at least an eighth, so that
     /// already-compressed attachments are not paid for twice on every read.
     pub fn encode(raw: &[u8]) -> Self {
         let hash = BlobHash::of(raw);
         let size = raw.len() as u64;
-        match zstd::bulk::compress(raw, ZSTD_LEVEL) {
+        match zstd_compress(raw, ZSTD_LEVEL) {
             Ok(packed) if packed.len() + raw.len() / 8 < raw.len() => StoredBlob {
                 hash,
                 size,
@@ -124,7 +157,7 @@ impl StoredBlob {
             Compression::Zstd => {
                 // The capacity bound is the recorded size, so a damaged frame cannot make us
                 // allocate more than the message itself.
-                let raw = zstd::bulk::decompress(&self.data, self.size as usize)
+                let raw = zstd_decompress(&self.data, self.size as usize)
                     .map_err(|e| corrupt(format!("zstd frame does not decode: {e}")))?;
                 raw
             }
