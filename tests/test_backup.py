@@ -366,3 +366,37 @@ def test_bad_repositories_give_one_clear_error(make_server, tmp_path):
     assert proc.returncode != 0 and "snapshot" in proc.stderr.decode(), proc.stderr
     proc = server.cli("backup", "verify", "--repo", str(repo), check=False)
     assert proc.returncode != 0 and b"snapshot" in proc.stdout
+
+
+def test_a_backup_moves_a_deployment_between_back_ends(tmp_path, pg):
+    """SQLite to PostgreSQL and back: the same accounts, mailboxes, UIDs, flags and bodies."""
+    from harness import Server
+    servers = []
+    for d in "abc":
+        (tmp_path / d).mkdir()
+    try:
+        first = Server("sqlite", tmp_path / "a")
+        servers.append(first)
+        first.add_domain("example.test")
+        for account in ACCOUNTS:
+            first.add_account(account)
+        first.start()
+        populate(first)
+        first.stop()
+        backup(first, tmp_path / "repo1")
+        second = Server("postgres", tmp_path / "b", pg=pg)
+        servers.append(second)
+        restore(second, tmp_path / "repo1", "--keep-uidvalidity")
+        assert_same(state(second), state(first))
+        assert mailboxes(second) == mailboxes(first)
+        backup(second, tmp_path / "repo2")
+        third = Server("sqlite", tmp_path / "c")
+        servers.append(third)
+        restore(third, tmp_path / "repo2", "--keep-uidvalidity")
+        assert_same(state(third), state(first))
+        # The password came along: the last store serves alice.
+        third.start()
+        imap(third, "alice@example.test").logout()
+    finally:
+        for s in servers:
+            s.kill9()
