@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn writer_sends_bounded_chunks_and_stops_when_the_reader_is_gone() {
-        let (tx, mut rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
         let reader = std::thread::spawn(move || {
             let mut sizes = Vec::new();
             while let Some(chunk) = rx.blocking_recv() {
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn flush_sends_what_is_buffered() {
-        let (tx, mut rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
         let mut out = ChannelWriter::new(tx);
         out.write_all(b"PK").unwrap();
         out.flush().unwrap();
