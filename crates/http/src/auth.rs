@@ -29,7 +29,10 @@ pub(crate) enum Credentials {
     Absent,
     /// Basic, but not a base64 `user-id:password`, or the field given twice.
     Malformed,
-    Basic { user: Vec<u8>, password: Vec<u8> },
+    Basic {
+        user: Vec<u8>,
+        password: Vec<u8>,
+    },
 }
 
 pub(crate) fn credentials(headers: &HeaderMap) -> Credentials {
@@ -79,9 +82,10 @@ pub(crate) fn challenge() -> Response {
         StatusCode::UNAUTHORIZED,
         "Log in with your mail address and password.\n",
     );
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(CHALLENGE),
+    );
     response
 }
 
@@ -91,9 +95,10 @@ pub(crate) fn unavailable() -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         "Temporary failure; try again later.\n",
     );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_SECONDS));
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(UNAVAILABLE_RETRY_SECONDS),
+    );
     response
 }
 
@@ -104,16 +109,15 @@ pub(crate) async fn account(
     peer: IpAddr,
     headers: &HeaderMap,
 ) -> Result<AccountRecord, Response> {
-    let (user, password) = match credentials(headers) {
-        Credentials::Basic { user, password } => (user, password),
-        Credentials::Absent => return Err(challenge()),
-        Credentials::Malformed => {
-            return Err(text(
+    let (user, password) =
+        match credentials(headers) {
+            Credentials::Basic { user, password } => (user, password),
+            Credentials::Absent => return Err(challenge()),
+            Credentials::Malformed => return Err(text(
                 StatusCode::BAD_REQUEST,
                 "Malformed Authorization field: expected Basic with base64 of address:password.\n",
-            ))
-        }
-    };
+            )),
+        };
     // As IMAP LOGIN: a user name that is not UTF-8 names no account.
     let Ok(user) = String::from_utf8(user) else {
         tokio::time::sleep(FAILURE_PAUSE).await;

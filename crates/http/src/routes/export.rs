@@ -123,8 +123,8 @@ async fn mailbox_of(
 ) -> Result<String, Response> {
     // As IMAP CREATE checks a name; names of other users' shared mailboxes are refused here,
     // and would not be found below anyway: only the account's own mailboxes are listed.
-    let name = trimaran_export::checked_mailbox_name(name)
-        .map_err(|e| bad_request(format!("{e:#}\n")))?;
+    let name =
+        trimaran_export::checked_mailbox_name(name).map_err(|e| bad_request(format!("{e:#}\n")))?;
     let core = &server.core;
     let wait = core.config.store_wait();
     let boxes = trimaran_core::delivery::retry(wait, || core.store.meta().mailboxes(account.id))

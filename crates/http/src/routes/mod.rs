@@ -70,7 +70,10 @@ mod tests {
         let router = router(server(dir.path()).await);
         let r = call(&router, Method::GET, "/export.zip", None).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], crate::auth::CHALLENGE);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            crate::auth::CHALLENGE
+        );
         let r = call(&router, Method::GET, "/elsewhere", None).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         let r = call(&router, Method::DELETE, "/export.zip", None).await;
