@@ -250,7 +250,8 @@ class Server:
         self.data_dir = pathlib.Path(data_dir or workdir / "data")
         self.log_path = workdir / "server.log"
         (self.smtp_port, self.submission_port, self.submissions_port,
-         self.pop3_port, self.pop3s_port, self.imap_port, self.imaps_port) = free_ports(7)
+         self.pop3_port, self.pop3s_port, self.imap_port, self.imaps_port,
+         self.https_port) = free_ports(8)
         self.extra_args = list(extra_args)
         self.config = None  # a TOML file passed with --config
         if share_store_of is not None:
@@ -282,6 +283,7 @@ class Server:
              "--pop3s", f"127.0.0.1:{self.pop3s_port}",
              "--imap", f"127.0.0.1:{self.imap_port}",
              "--imaps", f"127.0.0.1:{self.imaps_port}",
+             "--https", f"127.0.0.1:{self.https_port}",
              "--hostname", "mx.trimaran.test", *outbound, *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_banner(self.smtp_port, timeout, self.proc)

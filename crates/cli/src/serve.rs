@@ -10,6 +10,7 @@ use trimaran_core::config::{Config, ListenAddr};
 use trimaran_core::store::s3::S3Config;
 use trimaran_core::store::{Store, StoreUrl};
 use trimaran_core::{tls, Core};
+use trimaran_http::{HttpListener, HttpServer};
 use trimaran_imap::{ImapKind, ImapListener, ImapServer};
 use trimaran_pop3::listener::Pop3Kind;
 use trimaran_pop3::{Pop3Listener, Pop3Server};
@@ -38,6 +39,10 @@ pub struct ServeArgs {
     /// IMAP listener with implicit TLS, or "none" [default: 0.0.0.0:2993]
     #[arg(long, value_name = "ADDR")]
     imaps: Option<ListenAddr>,
+    /// HTTPS listener (self-service export; TLS only, never plain HTTP), or "none"
+    /// [default: 0.0.0.0:2443]
+    #[arg(long, value_name = "ADDR")]
+    https: Option<ListenAddr>,
     /// Host name used in greetings and Received: fields [default: the system's host name]
     #[arg(long, value_name = "NAME")]
     hostname: Option<String>,
@@ -83,6 +88,9 @@ impl ServeArgs {
         }
         if let Some(a) = self.imaps {
             config.listen.imaps = a;
+        }
+        if let Some(a) = self.https {
+            config.listen.https = a;
         }
         if let Some(h) = self.hostname {
             config.hostname = h;
@@ -139,10 +147,12 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         (ImapKind::Plain, config.listen.imap),
         (ImapKind::Tls, config.listen.imaps),
     ];
+    let https_listener = config.listen.https;
     let core = Core::new(store, Arc::new(config));
     let smtp = SmtpServer::new(core.clone(), Some(tls.clone()));
     let pop3 = Pop3Server::new(core.clone(), Some(tls.clone()));
-    let imap = ImapServer::new(core.clone(), Some(tls));
+    let imap = ImapServer::new(core.clone(), Some(tls.clone()));
+    let http = HttpServer::new(core.clone(), tls);
     let mut tasks = Vec::new();
     for (kind, addr) in listeners {
         let Some(addr) = addr.0 else { continue };
@@ -168,16 +178,24 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(listener = if kind == ImapKind::Tls { "imaps" } else { "imap" }, %addr, "listening");
         tasks.push(tokio::spawn(imap.clone().run(listener)));
     }
+    if let Some(addr) = https_listener.0 {
+        let listener = HttpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for HTTPS on {addr}"))?;
+        tracing::info!(listener = "https", %addr, "listening");
+        tasks.push(tokio::spawn(http.clone().run(listener)));
+    }
     if tasks.is_empty() {
         anyhow::bail!("every listener is disabled; nothing to serve");
     }
     let outbound = trimaran_outbound::Outbound::start(core).map_err(anyhow::Error::msg)?;
     shutdown_signal().await;
     tracing::info!("shutting down: no new connections; open transactions may finish");
-    let (smtp_left, pop3_left, imap_left, sending) = tokio::join!(
+    let (smtp_left, pop3_left, imap_left, http_left, sending) = tokio::join!(
         smtp.shut_down(SHUTDOWN_GRACE),
         pop3.shut_down(SHUTDOWN_GRACE),
         imap.shut_down(SHUTDOWN_GRACE),
+        http.shut_down(SHUTDOWN_GRACE),
         outbound.stop(SHUTDOWN_GRACE)
     );
     if sending > 0 {
@@ -186,7 +204,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             "outbound sends still under way after the grace period; their leases will lapse"
         );
     }
-    let left = smtp_left + pop3_left + imap_left;
+    let left = smtp_left + pop3_left + imap_left + http_left;
     if left > 0 {
         // Their clients were not answered, so they still hold the mail and will retry.
         tracing::warn!(

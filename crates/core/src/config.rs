@@ -52,6 +52,8 @@ pub struct Listen {
     pub imap: ListenAddr,
     /// IMAP over implicit TLS (RFC 8314).
     pub imaps: ListenAddr,
+    /// HTTPS (self-service export). TLS only: Basic credentials never travel in clear text.
+    pub https: ListenAddr,
 }
 
 impl Default for Listen {
@@ -64,6 +66,7 @@ impl Default for Listen {
             pop3s: listen("0.0.0.0:2995"),
             imap: listen("0.0.0.0:2143"),
             imaps: listen("0.0.0.0:2993"),
+            https: listen("0.0.0.0:2443"),
         }
     }
 }
@@ -181,6 +184,33 @@ impl Default for ImapLimits {
     }
 }
 
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLimits {
+    pub max_connections_per_ip: usize,
+    pub max_connections: usize,
+    /// Seconds for the TLS handshake and for each request's head, also while a kept-alive
+    /// connection waits for its next request (a slow or idle client holds no place longer).
+    pub header_timeout: u64,
+    /// Seconds a client may take no bytes of a response before the connection is dropped, so
+    /// a stalled download frees its place and stops its export.
+    pub send_timeout: u64,
+    /// Exports streaming at once; more are answered 503 with Retry-After.
+    pub max_exports: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections_per_ip: 20,
+            max_connections: 1000,
+            header_timeout: 30,
+            send_timeout: 60,
+            max_exports: 8,
+        }
+    }
+}
+
 /// The outbound queue and its SMTP client.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -274,6 +304,7 @@ pub struct Config {
     pub smtp: SmtpLimits,
     pub pop3: Pop3Limits,
     pub imap: ImapLimits,
+    pub http: HttpLimits,
     /// Failed-login throttling, for every protocol together.
     pub login_throttle: crate::throttle::ThrottleConfig,
     pub outbound: Outbound,
@@ -292,6 +323,7 @@ impl Default for Config {
             smtp: SmtpLimits::default(),
             pop3: Pop3Limits::default(),
             imap: ImapLimits::default(),
+            http: HttpLimits::default(),
             login_throttle: crate::throttle::ThrottleConfig::default(),
             outbound: Outbound::default(),
         }
@@ -357,6 +389,15 @@ impl Config {
         }
         if self.smtp.max_command_line < 512 {
             return bad("smtp.max_command_line must be at least 512 (RFC 5321 §4.5.3.1.4)");
+        }
+        let http = &self.http;
+        if http.header_timeout == 0
+            || http.send_timeout == 0
+            || http.max_exports == 0
+            || http.max_connections == 0
+            || http.max_connections_per_ip == 0
+        {
+            return bad("http: every limit and timeout must be positive");
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key go together");
