@@ -205,7 +205,8 @@ class Trimaran:
         self.proc = subprocess.Popen(
             [trimaran_bin(), "--data-dir", str(self.dir), "--store", self.store, "serve",
              "--smtp", f"127.0.0.1:{self.smtp}", "--submission", "none", "--submissions", "none",
-             "--pop3", "none", "--pop3s", "none", "--imap", "none", "--imaps", f"127.0.0.1:{self.imaps}"],
+             "--pop3", "none", "--pop3s", "none", "--imap", "none", "--imaps", f"127.0.0.1:{self.imaps}",
+             "--https", "none"],
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_banner(self.smtp, proc=self.proc)
         imap = self.connect()

@@ -137,7 +137,8 @@ class TrimaranTarget:
         self.proc = subprocess.Popen(
             [trimaran_bin(), "--data-dir", str(self.data), "--store", self.store, "serve",
              "--smtp", f"127.0.0.1:{self.port}", "--submission", "none", "--submissions", "none",
-             "--pop3", "none", "--pop3s", "none", "--imap", "none", "--imaps", "none"],
+             "--pop3", "none", "--pop3s", "none", "--imap", "none", "--imaps", "none",
+             "--https", "none"],
             stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"})
         wait_for_banner(self.port, proc=self.proc)
 

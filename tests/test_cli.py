@@ -84,7 +84,8 @@ def test_refuses_a_newer_schema(make_server):
     server.sql("UPDATE schema_version SET version = 9999")
     proc = subprocess.run([trimaran_bin(), "--data-dir", str(server.data_dir), "--store", server.store,
                            "serve", "--smtp", "127.0.0.1:0", "--submission", "none", "--submissions", "none",
-                           "--pop3", "none", "--pop3s", "none", "--imap", "none", "--imaps", "none"],
+                           "--pop3", "none", "--pop3s", "none", "--imap", "none", "--imaps", "none",
+                           "--https", "none"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "newer than this binary knows" in proc.stderr
@@ -97,7 +98,8 @@ def test_config_file_and_disabled_listeners(make_server, tmp_path):
     port = free_port()
     config = tmp_path / "trimaran.toml"
     config.write_text(f'hostname = "from-config.test"\n[listen]\nsmtp = "127.0.0.1:{port}"\n'
-                      'submission = "none"\nsubmissions = "none"\npop3 = "none"\npop3s = "none"\nimap = "none"\nimaps = "none"\n')
+                      'submission = "none"\nsubmissions = "none"\npop3 = "none"\npop3s = "none"\nimap = "none"\nimaps = "none"\n'
+                      'https = "none"\n')
     proc = subprocess.Popen([trimaran_bin(), "--config", str(config), "--data-dir", str(server.data_dir),
                              "--store", server.store, "serve"], stderr=subprocess.DEVNULL)
     try:
