@@ -73,7 +73,9 @@ def listing(t, accounts):
 
 
 def maildir_count(home, account):
-    return sum(1 for _ in (home / account / "Maildir" / "cur").iterdir())
+    """Messages of a Maildir INBOX: in cur/ and, unseen ones as dsync writes them, in new/."""
+    return sum(1 for sub in ("cur", "new") if (home / account / "Maildir" / sub).is_dir()
+               for _ in (home / account / "Maildir" / sub).iterdir())
 
 
 def main():
