@@ -631,7 +631,22 @@ async fn add_entries(
         .map_err(map_err)?
         .map(|r| r.get(0))
         .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox}")))?;
-    let uids: Vec<i64> = (first..first + n).collect();
+    let uids: Vec<u32> = (first..first + n).map(|u| u as u32).collect();
+    insert_entries(tx, account, mailbox, &uids, entries, modseq).await?;
+    Ok(uids)
+}
+
+/// Inserts entries under the given UIDs, with their `append` changes; the caller has moved
+/// the mailbox's UIDNEXT past them.
+async fn insert_entries(
+    tx: &Tx<'_>,
+    account: AccountId,
+    mailbox: MailboxId,
+    uids: &[u32],
+    entries: &[MessageEntry],
+    modseq: i64,
+) -> Result<()> {
+    let uids: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
     let hashes: Vec<String> = entries.iter().map(|e| e.hash.to_hex()).collect();
     let sizes: Vec<i64> = entries.iter().map(|e| e.size as i64).collect();
     let flags: Vec<i64> = entries.iter().map(|e| e.flags).collect();
@@ -659,7 +674,7 @@ async fn add_entries(
     )
     .await
     .map_err(map_err)?;
-    Ok(uids.into_iter().map(|u| u as u32).collect())
+    Ok(())
 }
 
 /// Removes entries under MODSEQ `modseq`; returns the UIDs that were there.
@@ -1683,43 +1698,19 @@ impl MetaStore for PostgresStore {
         for m in messages.iter() {
             insert_message(&tx, &m.append.message, write_blob, now).await?;
         }
-        let uid_col: Vec<i64> = uids.iter().map(|&u| u as i64).collect();
-        let hashes: Vec<String> = messages
+        let entries: Vec<MessageEntry> = messages
             .iter()
-            .map(|m| m.append.message.blob.hash.to_hex())
+            .map(|m| MessageEntry {
+                uid: 0,
+                hash: m.append.message.blob.hash,
+                size: m.append.message.blob.size,
+                internal_date: m.append.message.received_at,
+                flags: m.append.flags,
+                keywords: m.append.keywords.clone(),
+                modseq: modseq as u64,
+            })
             .collect();
-        let sizes: Vec<i64> = messages
-            .iter()
-            .map(|m| m.append.message.blob.size as i64)
-            .collect();
-        let flags: Vec<i64> = messages.iter().map(|m| m.append.flags).collect();
-        let keywords: Vec<String> = messages
-            .iter()
-            .map(|m| keywords_to_text(&m.append.keywords))
-            .collect();
-        let dates: Vec<i64> = messages
-            .iter()
-            .map(|m| m.append.message.received_at)
-            .collect();
-        tx.execute(
-            "INSERT INTO mailbox_messages
-               (mailbox_id, uid, account_id, hash, size, flags, keywords, modseq, internal_date)
-             SELECT $1, u, $2, h, s, f, k, $3, d
-             FROM unnest($4::BIGINT[], $5::TEXT[], $6::BIGINT[], $7::BIGINT[], $8::TEXT[],
-                         $9::BIGINT[]) AS t(u, h, s, f, k, d)",
-            &[
-                &mailbox, &account, &modseq, &uid_col, &hashes, &sizes, &flags, &keywords, &dates,
-            ],
-        )
-        .await
-        .map_err(map_err)?;
-        tx.execute(
-            "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
-             SELECT $1, $2, 'append', $3, u, $4 FROM unnest($5::BIGINT[]) AS u",
-            &[&account, &modseq, &mailbox, &now, &uid_col],
-        )
-        .await
-        .map_err(map_err)?;
+        insert_entries(&tx, account, mailbox, &uids, &entries, modseq).await?;
         tx.execute(
             "UPDATE mailboxes SET uidnext = $1, highestmodseq = $2 WHERE id = $3",
             &[&(uidnext as i64), &modseq, &mailbox],

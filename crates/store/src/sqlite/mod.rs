@@ -618,6 +618,38 @@ fn add_entry(
         })
         .map_err(map_err)?
         .ok_or_else(|| StoreError::NotFound(format!("mailbox {mailbox}")))?;
+    let uid = uid as u32;
+    insert_entry(
+        conn,
+        account,
+        mailbox,
+        uid,
+        hash,
+        size,
+        flags,
+        keywords,
+        modseq,
+        internal_date,
+    )?;
+    Ok(uid)
+}
+
+/// Inserts one entry under `uid`, with its `append` change; the caller has moved the
+/// mailbox's UIDNEXT past it.
+#[allow(clippy::too_many_arguments)]
+fn insert_entry(
+    conn: &Connection,
+    account: AccountId,
+    mailbox: MailboxId,
+    uid: u32,
+    hash: &str,
+    size: i64,
+    flags: i64,
+    keywords: &str,
+    modseq: i64,
+    internal_date: i64,
+) -> Result<()> {
+    let uid = uid as i64;
     conn.prepare_cached(
         "INSERT INTO mailbox_messages
            (mailbox_id, uid, account_id, hash, size, flags, keywords, modseq, internal_date)
@@ -643,7 +675,7 @@ fn add_entry(
     )
     .and_then(|mut st| st.execute(params![account, modseq, mailbox, uid, now_unix()]))
     .map_err(map_err)?;
-    Ok(uid as u32)
+    Ok(())
 }
 
 /// Removes entries under MODSEQ `modseq`; returns the UIDs that were there.
@@ -1731,32 +1763,18 @@ impl MetaStore for SqliteStore {
             for (m, uid) in messages.iter().zip(uids) {
                 let msg = &m.append.message;
                 insert_message(c, msg, write_blob, now)?;
-                c.prepare_cached(
-                    "INSERT INTO mailbox_messages
-                       (mailbox_id, uid, account_id, hash, size, flags, keywords, modseq,
-                        internal_date)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )
-                .and_then(|mut st| {
-                    st.execute(params![
-                        mailbox,
-                        uid as i64,
-                        account,
-                        msg.blob.hash.to_hex(),
-                        msg.blob.size as i64,
-                        m.append.flags,
-                        keywords_to_text(&m.append.keywords),
-                        modseq,
-                        msg.received_at
-                    ])
-                })
-                .map_err(map_err)?;
-                c.prepare_cached(
-                    "INSERT INTO changes (account_id, modseq, kind, mailbox_id, uid, at)
-                     VALUES (?1, ?2, 'append', ?3, ?4, ?5)",
-                )
-                .and_then(|mut st| st.execute(params![account, modseq, mailbox, uid as i64, now]))
-                .map_err(map_err)?;
+                insert_entry(
+                    c,
+                    account,
+                    mailbox,
+                    uid,
+                    &msg.blob.hash.to_hex(),
+                    msg.blob.size as i64,
+                    m.append.flags,
+                    &keywords_to_text(&m.append.keywords),
+                    modseq,
+                    msg.received_at,
+                )?;
                 out.push(Appended {
                     uidvalidity: record.uidvalidity,
                     uid,
