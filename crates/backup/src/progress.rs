@@ -27,12 +27,12 @@ impl Progress {
             let (bar, template) = if total > 0 {
                 (
                     ProgressBar::new(total),
-                    "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} messages, {msg} ({per_sec}, ETA {eta})",
+                    "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} messages, {msg}, ETA {eta}",
                 )
             } else {
                 (
                     ProgressBar::new_spinner(),
-                    "{prefix} [{elapsed_precise}] {spinner} {pos} messages, {msg} ({per_sec})",
+                    "{prefix} [{elapsed_precise}] {spinner} {pos} messages, {msg}",
                 )
             };
             bar.set_style(
@@ -59,7 +59,13 @@ impl Progress {
         self.bytes += bytes;
         if let Some(bar) = &self.bar {
             bar.set_position(self.done);
-            bar.set_message(human_bytes(self.bytes));
+            let secs = self.started.elapsed().as_secs_f64().max(0.001);
+            bar.set_message(format!(
+                "{} ({:.0} messages/s, {}/s)",
+                human_bytes(self.bytes),
+                self.done as f64 / secs,
+                human_bytes((self.bytes as f64 / secs) as u64)
+            ));
         } else if !self.quiet && self.last_line.elapsed() >= PLAIN_EVERY {
             self.last_line = Instant::now();
             eprintln!("{}", self.line());
