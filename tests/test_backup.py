@@ -400,3 +400,23 @@ def test_a_backup_moves_a_deployment_between_back_ends(tmp_path, pg):
     finally:
         for s in servers:
             s.kill9()
+
+
+def test_restore_and_verify_from_read_only_media(make_server, tmp_path):
+    """A backup disk mounted read-only: nothing to lock out, nothing written there."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    server = make_server(accounts=ACCOUNTS[:1])
+    deliver(server, ACCOUNTS[0], [message(i, ACCOUNTS[0]) for i in range(5)])
+    backup(server, tmp_path / "disk" / "repo")
+    (tmp_path / "disk" / "repo" / "lock").unlink()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "--bind", "-o", "ro", str(tmp_path / "disk"), str(mnt)], check=True)
+    try:
+        target = make_server(domain=None, accounts=(), start=False)
+        restore(target, mnt / "repo")
+        assert target.cli("backup", "verify", "--repo", str(mnt / "repo")).returncode == 0
+        assert_same(state(target), state(server))
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

@@ -32,7 +32,7 @@ pub struct Repository {
 
 /// Held while the repository is locked; unlocked when dropped (or when the process dies).
 pub struct Lock {
-    _file: File,
+    _file: Option<File>,
 }
 
 impl Repository {
@@ -84,7 +84,9 @@ impl Repository {
             root: root.to_path_buf(),
         };
         for dir in [repo.packs(), repo.snapshots(), repo.tmp()] {
-            create_private_dir(&dir)?;
+            if !dir.is_dir() {
+                create_private_dir(&dir)?;
+            }
         }
         Ok(repo)
     }
@@ -106,7 +108,7 @@ impl Repository {
         let path = self.root.join("lock");
         let file = File::create(&path).map_err(|e| BackupError::io(&path, e))?;
         match file.try_lock() {
-            Ok(()) => Ok(Lock { _file: file }),
+            Ok(()) => Ok(Lock { _file: Some(file) }),
             Err(std::fs::TryLockError::WouldBlock) => Err(BackupError::Busy(format!(
                 "{}: another backup, prune or restore is using the repository",
                 self.root.display()
@@ -115,12 +117,23 @@ impl Repository {
         }
     }
 
-    /// The lock for reading it (restore, verify): several at once, never during a prune.
+    /// The lock for reading it (restore, verify): several at once, never during a prune. On
+    /// read-only media (a backup disk mounted read-only) there is nobody to lock out: the
+    /// existing lock file is taken if there is one, else none.
     pub fn lock_shared(&self) -> Result<Lock> {
         let path = self.root.join("lock");
-        let file = File::create(&path).map_err(|e| BackupError::io(&path, e))?;
+        let file = match File::create(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+                match File::open(&path) {
+                    Ok(file) => file,
+                    Err(_) => return Ok(Lock { _file: None }),
+                }
+            }
+            Err(e) => return Err(BackupError::io(&path, e)),
+        };
         match file.try_lock_shared() {
-            Ok(()) => Ok(Lock { _file: file }),
+            Ok(()) => Ok(Lock { _file: Some(file) }),
             Err(std::fs::TryLockError::WouldBlock) => Err(BackupError::Busy(format!(
                 "{}: a backup or prune is changing the repository",
                 self.root.display()
