@@ -135,20 +135,8 @@ pub fn export<W: Writer>(
     Ok(report)
 }
 
-/// "inbox" in any case is INBOX (RFC 9051 §5.1).
-pub fn canonical_inbox(name: &str) -> String {
-    if name.eq_ignore_ascii_case(INBOX) {
-        INBOX.to_string()
-    } else if name
-        .get(..6)
-        .is_some_and(|p| p.eq_ignore_ascii_case("INBOX/"))
-        && name.len() > 6
-    {
-        format!("INBOX/{}", &name[6..])
-    } else {
-        name.to_string()
-    }
-}
+/// See [`trimaran_core::store::canonical_inbox`].
+pub use trimaran_core::store::canonical_inbox;
 
 /// A mailbox name read from an import, checked as IMAP CREATE checks a client's: imported
 /// files must not create names no client could, nor names in the shared namespace.

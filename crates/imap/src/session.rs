@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use trimaran_core::delivery::retry;
 use trimaran_core::net::{Conn, LineEvent, ReadError};
 use trimaran_core::store::{
-    flags, AccountId, Change, MailboxRecord, MessageEntry, MetaStore, StoreError, INBOX,
+    flags, AccountId, Change, MailboxRecord, MessageEntry, MetaStore, StoreError,
 };
 
 use crate::listener::{AccountSlot, ImapServer};
@@ -502,18 +502,7 @@ impl Session {
         } else {
             crate::utf7::decode(raw).ok_or("Mailbox name is not valid modified UTF-7")?
         };
-        let name = if name.eq_ignore_ascii_case(INBOX) {
-            INBOX.to_string()
-        } else if name
-            .get(..6)
-            .is_some_and(|p| p.eq_ignore_ascii_case("INBOX/"))
-            && name.len() > 6
-        {
-            // `get`, not indexing: byte 6 may fall inside a multi-byte character ("INBOXü").
-            format!("INBOX/{}", &name[6..])
-        } else {
-            name
-        };
+        let name = trimaran_core::store::canonical_inbox(&name);
         if name.is_empty()
             || name.len() > 1000
             || name.starts_with('/')

@@ -20,6 +20,23 @@ pub const DEFAULT_MAILBOXES: &[(&str, Option<&str>)] = &[
 
 pub const INBOX: &str = "INBOX";
 
+/// A mailbox name with INBOX, and INBOX as the first level, in its canonical case: "inbox"
+/// in any case is INBOX (RFC 9051 §5.1).
+pub fn canonical_inbox(name: &str) -> String {
+    if name.eq_ignore_ascii_case(INBOX) {
+        INBOX.to_string()
+    } else if name
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case("INBOX/"))
+        && name.len() > 6
+    {
+        // `get`, not indexing: byte 6 may fall inside a multi-byte character ("INBOXü").
+        format!("INBOX/{}", &name[6..])
+    } else {
+        name.to_string()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountRecord {
     pub id: AccountId,
