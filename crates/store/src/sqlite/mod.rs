@@ -1845,26 +1845,47 @@ impl MetaStore for SqliteStore {
     }
 
     async fn check_invariants(&self, repair: bool) -> Result<Vec<Invariant>> {
-        self.write(move |c| {
-            let mut out = Vec::new();
-            for (i, (name, query)) in crate::invariants::CHECKS.iter().enumerate() {
-                let violations: i64 = c.query_row(query, [], |r| r.get(0)).map_err(map_err)?;
-                let mut repaired = false;
-                if repair && violations > 0 {
-                    if let Some(fix) = crate::invariants::repair_sqlite(i) {
-                        c.execute(fix, []).map_err(map_err)?;
-                        repaired = true;
-                    }
+        // Counted in a read transaction: the checks scan whole tables, and the single writer
+        // (every delivery) must not wait for them. Only repairs take it.
+        let counts = self
+            .read(|c| {
+                crate::invariants::CHECKS
+                    .iter()
+                    .map(|(_, query)| {
+                        c.query_row(query, [], |r| r.get::<_, i64>(0))
+                            .map_err(map_err)
+                    })
+                    .collect::<Result<Vec<i64>>>()
+            })
+            .await?;
+        let fixes: Vec<&'static str> = counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| repair && n > 0)
+            .filter_map(|(i, _)| crate::invariants::repair_sqlite(i))
+            .collect();
+        if !fixes.is_empty() {
+            // The repairs only raise counters to what the rows say (or move a message to its
+            // mailbox's owner), so running one that another write already made unnecessary
+            // changes nothing.
+            self.write(move |c| {
+                for fix in fixes {
+                    c.execute(fix, []).map_err(map_err)?;
                 }
-                out.push(Invariant {
-                    name,
-                    violations: violations as u64,
-                    repaired,
-                });
-            }
-            Ok(out)
-        })
-        .await
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(crate::invariants::CHECKS
+            .iter()
+            .zip(counts)
+            .enumerate()
+            .map(|(i, ((name, _), n))| Invariant {
+                name,
+                violations: n as u64,
+                repaired: repair && n > 0 && crate::invariants::repair_sqlite(i).is_some(),
+            })
+            .collect())
     }
 
     async fn collect_garbage(&self, before: i64, limit: usize) -> Result<Collected> {
