@@ -633,9 +633,13 @@ fn append(lx: &mut Lexer<'_>) -> Result<CommandBody, ParseError> {
         }
         let binary = lx.peek() == Some(b'~');
         let data = if lx.keyword("UTF8") {
-            // RFC 6855 §4: UTF8 (literal8).
+            // RFC 6855 §4: "UTF8" SP "(" literal8 ")". The "~" is not optional: a plain
+            // literal here would let a NUL through outside a literal8 (RFC 3516 §4.3).
             lx.sp()?;
             lx.expect(b'(')?;
+            if lx.peek() != Some(b'~') {
+                return Err(syntax("UTF8 APPEND data must be a literal8 (~{n})"));
+            }
             let d = lx.literal(true)?;
             lx.expect(b')')?;
             d
@@ -881,6 +885,12 @@ mod tests {
         assert!(
             matches!(ok("a APPEND Sent (\\Seen) \" 1-Jan-2026 10:00:00 +0100\" {5+}\r\nhello {2}\r\nhi\r\n"), CommandBody::Append { messages, .. } if messages.len() == 2)
         );
+        assert!(
+            matches!(ok("a APPEND INBOX UTF8 (~{3}\r\na\0b)\r\n"), CommandBody::Append { messages, .. } if messages[0].data == b"a\0b")
+        );
+        // Found by fuzzing (fuzz/regressions/imap_command/append-utf8-plain-literal-nul): the
+        // UTF8 form with a plain literal smuggled a NUL past the literal8 rule.
+        assert!(parse_command(b"b4 APPEND INBOX UTF8 ({6}\r\n\0\0\0%\xa8\x80)\r\n").is_err());
         assert!(matches!(ok("a UID SEARCH RETURN (MIN COUNT) CHARSET UTF-8 OR FROM alice (SINCE 1-Feb-2026 NOT SEEN) 1:5\r\n"), CommandBody::Search { uid: true, .. }));
         assert!(
             matches!(ok("a AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n"), CommandBody::Authenticate { initial: Some(i), .. } if i == b"AGFsaWNlAHB3")
