@@ -57,13 +57,39 @@ class Cluster:
         return []
 
     def caught_up(self):
-        """Three members: a running primary, two streaming replicas (one synchronous), no lag."""
-        members = self.members()
-        leaders = [m for m in members if m.get("role") == "leader" and m.get("state") == "running"]
-        replicas = [m for m in members if m.get("role") in ("replica", "sync_standby")
-                    and m.get("state") == "streaming" and m.get("lag") == 0]
-        syncs = [m for m in replicas if m.get("role") == "sync_standby"]
-        return len(leaders) == 1 and len(replicas) == 2 and len(syncs) == 1
+        """Three members: a running primary, two streaming replicas (one synchronous), no lag,
+        and every site agreeing. One site's /cluster alone is not enough: a site just healed
+        from a partition answers from its stale cache for a moment, and before this check
+        asked every site it took such a view (the old primary "still leading, replicas caught
+        up") for a finished catch-up."""
+        sites = self.endpoints()["sites"]
+        own, views = {}, []
+        for name, site in sites.items():
+            try:
+                with urllib.request.urlopen(site["patroni"] + "/patroni", timeout=2) as r:
+                    own[name] = json.loads(r.read())
+                with urllib.request.urlopen(site["patroni"] + "/cluster", timeout=2) as r:
+                    views.append(json.loads(r.read())["members"])
+            except (OSError, ValueError, KeyError):
+                return False
+        # What each PostgreSQL says of itself: one primary, two replicas streaming from it.
+        primaries = [n for n, p in own.items()
+                     if p.get("role") in ("primary", "master") and p.get("state") == "running"]
+        streaming = [n for n, p in own.items()
+                     if p.get("role") == "replica" and p.get("replication_state") == "streaming"]
+        if len(primaries) != 1 or len(streaming) != 2:
+            return False
+        if len({p.get("timeline") for p in own.values()}) != 1:
+            return False
+
+        def whole(members):
+            leaders = [m["name"] for m in members
+                       if m.get("role") == "leader" and m.get("state") == "running"]
+            replicas = [m for m in members if m.get("role") in ("replica", "sync_standby")
+                        and m.get("state") == "streaming" and m.get("lag") == 0]
+            syncs = [m for m in replicas if m.get("role") == "sync_standby"]
+            return leaders == primaries and len(replicas) == 2 and len(syncs) == 1
+        return all(whole(v) for v in views)
 
     def status(self):
         """`trimaran cluster status --json`."""
