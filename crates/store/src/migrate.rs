@@ -34,6 +34,10 @@ pub const SQLITE: &[(i64, &str)] = &[
     ),
     (12, include_str!("../migrations/sqlite/0012_dkim_keys.sql")),
     (13, include_str!("../migrations/sqlite/0013_outbound.sql")),
+    (
+        14,
+        include_str!("../migrations/sqlite/0014_blobs_rowid.sql"),
+    ),
 ];
 
 /// (version, SQL) for PostgreSQL, oldest first. Kept in step with [`SQLITE`].
@@ -75,6 +79,10 @@ pub const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0012_dkim_keys.sql"),
     ),
     (13, include_str!("../migrations/postgres/0013_outbound.sql")),
+    (
+        14,
+        include_str!("../migrations/postgres/0014_blobs_rowid.sql"),
+    ),
 ];
 
 pub fn latest(migrations: &[(i64, &str)]) -> i64 {

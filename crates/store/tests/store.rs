@@ -496,6 +496,72 @@ async fn a_newer_schema_is_refused() {
     }
 }
 
+/// Migration 14 moves SQLite's bodies out of a WITHOUT ROWID table: a store made before it
+/// keeps every body, readable and verified, and still stores a body delivered again once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_survive_the_move_to_a_rowid_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let url = StoreUrl::Sqlite(path.clone());
+    let mut hashes = Vec::new();
+    {
+        let store = Store::open(&url).await.unwrap();
+        let ids = setup(&store, 2).await;
+        for i in 0..20 {
+            let msg = message(&format!("body {i}"));
+            hashes.push(msg.blob.hash);
+            store
+                .deliver(local(&format!("d{i}"), msg, vec![ids[0]]))
+                .await
+                .unwrap();
+        }
+    }
+    // Back to the layout of version 13.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE blobs_v13 (hash TEXT PRIMARY KEY, size INTEGER NOT NULL,
+             compression INTEGER NOT NULL, data BLOB NOT NULL, created INTEGER NOT NULL)
+             WITHOUT ROWID;
+         INSERT INTO blobs_v13 SELECT hash, size, compression, data, created FROM blobs;
+         DROP TABLE blobs;
+         ALTER TABLE blobs_v13 RENAME TO blobs;
+         UPDATE schema_version SET version = 13;",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.meta().schema_version().await.unwrap(), 14);
+    for hash in &hashes {
+        let bytes = store.read_blob(hash).await.unwrap();
+        assert_eq!(BlobHash::of(&bytes), *hash);
+    }
+    let again = message("body 3");
+    let account = store
+        .meta()
+        .account_by_address("u1@example.test")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    store
+        .deliver(local("again", again, vec![account]))
+        .await
+        .unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (bodies, sql): (i64, String) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM blobs),
+                    (SELECT sql FROM sqlite_schema WHERE name = 'blobs')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(bodies, 20, "a body delivered again is stored once");
+    assert!(!sql.contains("WITHOUT ROWID"), "{sql}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expunge_removes_logs_and_tolerates_repeats() {
     for (name, store, _dir) in stores().await {
