@@ -274,8 +274,38 @@ const MESSAGE_COLUMNS: &str =
      JOIN mailboxes mb ON mb.id = mm.mailbox_id
      LEFT JOIN message_meta meta ON meta.hash = mm.hash";
 
+/// What `insert_message` writes that is not in the message as given: worked out before the
+/// writer thread runs it where that can be done (restore), since that thread is SQLite's
+/// one writer.
+struct MetaRow {
+    hash: String,
+    meta_json: String,
+    from: Option<String>,
+}
+
+impl MetaRow {
+    fn of(msg: &NewMessage) -> Result<MetaRow> {
+        Ok(MetaRow {
+            hash: msg.blob.hash.to_hex(),
+            meta_json: serde_json::to_string(&msg.meta)
+                .map_err(|e| StoreError::Internal(e.to_string()))?,
+            from: msg.meta.from.first().and_then(|a| a.address.clone()),
+        })
+    }
+}
+
 fn insert_message(conn: &Connection, msg: &NewMessage, write_blob: bool, now: i64) -> Result<()> {
-    let hash = msg.blob.hash.to_hex();
+    insert_message_row(conn, msg, &MetaRow::of(msg)?, write_blob, now)
+}
+
+fn insert_message_row(
+    conn: &Connection,
+    msg: &NewMessage,
+    row: &MetaRow,
+    write_blob: bool,
+    now: i64,
+) -> Result<()> {
+    let hash = &row.hash;
     if write_blob {
         conn.prepare_cached(
             "INSERT INTO blobs (hash, size, compression, data, created) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -292,9 +322,6 @@ fn insert_message(conn: &Connection, msg: &NewMessage, write_blob: bool, now: i6
         })
         .map_err(map_err)?;
     }
-    let meta_json =
-        serde_json::to_string(&msg.meta).map_err(|e| StoreError::Internal(e.to_string()))?;
-    let from = msg.meta.from.first().and_then(|a| a.address.clone());
     conn.prepare_cached(
         "INSERT INTO message_meta
            (hash, size, subject, from_addr, message_id, sent_date, meta, header)
@@ -305,10 +332,10 @@ fn insert_message(conn: &Connection, msg: &NewMessage, write_blob: bool, now: i6
             hash,
             msg.blob.size as i64,
             msg.meta.subject,
-            from,
+            row.from,
             msg.meta.message_id,
             msg.meta.date,
-            meta_json,
+            row.meta_json,
             msg.header
         ])
     })
@@ -1754,24 +1781,41 @@ impl MetaStore for SqliteStore {
         messages: Arc<Vec<RestoreRequest>>,
         write_blob: bool,
     ) -> Result<Vec<Appended>> {
+        // Off the writer thread: it is the one thread that can write, and a restore is bound
+        // by it.
+        let rows = messages
+            .iter()
+            .map(|m| {
+                Ok((
+                    MetaRow::of(&m.append.message)?,
+                    keywords_to_text(&m.append.keywords),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Bodies in hash order: consecutive inserts into the hash-keyed B-trees then land on
+        // neighbouring pages, still in SQLite's cache.
+        let mut by_hash: Vec<usize> = (0..rows.len()).collect();
+        by_hash.sort_unstable_by(|&a, &b| rows[a].0.hash.cmp(&rows[b].0.hash));
         self.write(move |c| {
             let modseq = bump_modseq(c, account)?;
             let record = mailbox_by_id(c, account, mailbox)?;
             let (uids, uidnext) = restored_uids(record.uidnext, messages.iter().map(|m| m.uid));
             let now = now_unix();
+            for &i in &by_hash {
+                insert_message_row(c, &messages[i].append.message, &rows[i].0, write_blob, now)?;
+            }
             let mut out = Vec::with_capacity(uids.len());
-            for (m, uid) in messages.iter().zip(uids) {
+            for ((m, (row, keywords)), uid) in messages.iter().zip(&rows).zip(uids) {
                 let msg = &m.append.message;
-                insert_message(c, msg, write_blob, now)?;
                 insert_entry(
                     c,
                     account,
                     mailbox,
                     uid,
-                    &msg.blob.hash.to_hex(),
+                    &row.hash,
                     msg.blob.size as i64,
                     m.append.flags,
-                    &keywords_to_text(&m.append.keywords),
+                    keywords,
                     modseq,
                     msg.received_at,
                 )?;
