@@ -12,8 +12,9 @@ step (when this runs as root), so that both read from disk:
   backup   trimaran: `backup create` into an empty repository (fsyncs every pack and snapshot)
            tar:      `tar -cf` of the Maildirs, then `sync`
            doveadm:  `doveadm backup` of every user into a second Maildir tree, then `sync`
-  restore  trimaran: `backup restore` into an empty store of the same back end (every message
-                     parsed, indexed for search and committed durably)
+  restore  trimaran: `backup restore` into an empty store of the same back end (every body
+                     checked against its hash, committed durably; the search index is
+                     built afterwards by the server's background indexer, not timed here)
            tar:      `tar -xf` into an empty directory, then `sync`
            doveadm:  `doveadm backup -R` of every user from that tree into emptied Maildirs
 

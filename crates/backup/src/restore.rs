@@ -53,8 +53,12 @@ pub struct Restored {
     pub summary: String,
 }
 
-/// Accounts restored at the same time.
-const ACCOUNTS_AT_ONCE: usize = 4;
+/// Accounts restored at the same time. SQLite has one writer, but it waits for work between
+/// an account's steps (its mailboxes, the reads before each batch): measured on 100,000
+/// messages in 100 accounts, 2 at once took 8.8 s, 4 took 7.9 s, 8 took 7.5 s, 16 took 7.2 s.
+/// Each holds up to two batches (`BATCH_BYTES`) in memory: 256 MiB at most in all.
+const ACCOUNTS_AT_ONCE: usize = 16;
+
 impl Restored {
     fn absorb(&mut self, part: Restored) {
         self.accounts += part.accounts;
@@ -69,7 +73,7 @@ impl Restored {
 
 /// Messages per store transaction, and at most this many bytes of bodies.
 const BATCH_MESSAGES: usize = 2000;
-const BATCH_BYTES: u64 = 16 << 20;
+const BATCH_BYTES: u64 = 8 << 20;
 
 pub async fn restore(
     store: &Arc<Store>,
