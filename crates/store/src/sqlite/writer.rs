@@ -202,7 +202,8 @@ fn run(
         let io_trouble = commit_group(&conn, group);
         if wal_large.swap(false, Ordering::Relaxed) {
             // No transaction of ours is open: this copies what the checkpoint thread has not
-            // yet (usually little), unless a reader still needs older frames.
+            // yet (usually little; the cost is its fsyncs), unless a reader still needs older
+            // frames, in which case the next round tries again.
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 tracing::debug!(error = %e, "WAL checkpoint by the writer");
             }
