@@ -47,6 +47,19 @@ def test_delivery_to_account_and_alias(server):
     assert b"by mx.trimaran.test (Trimaran) with ESMTP id " in raw
 
 
+def test_nul_bytes_in_header_and_body_are_delivered_intact(server):
+    """A NUL is not valid in mail (RFC 5322 §3.5) but turns up; refusing or deferring it for
+    ever would bounce the sender for our own limit (G2). PostgreSQL's text columns cannot hold
+    U+0000: the metadata and search text keep U+FFFD there, the stored bytes stay exact."""
+    msg = (b"From: Bob <bob@elsewhere.test>\r\nTo: alice@example.test\r\n"
+           b"Subject: nul\x00here\r\n\r\nbody \x00 with a NUL\r\n")
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as s:
+        assert s.sendmail("bob@elsewhere.test", ["alice@example.test"], msg) == {}
+    rows = server.mail_list("alice@example.test")
+    assert len(rows) == 1 and rows[0]["subject"].startswith("nul"), rows
+    assert stored_body(server, "alice@example.test", rows[0]["uid"]).endswith(msg)
+
+
 def test_subaddress_reaches_the_account(server):
     with smtplib.SMTP("127.0.0.1", server.smtp_port) as s:
         s.sendmail("bob@elsewhere.test", ["alice+lists@example.test"], MSG)

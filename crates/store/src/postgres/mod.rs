@@ -246,6 +246,44 @@ fn message_record(r: &Row) -> Result<MessageRecord> {
     })
 }
 
+/// Text for a PostgreSQL text column. Those cannot hold U+0000 (SQLSTATE 22021), which a
+/// message may well carry (a NUL in a literal8 APPEND or in a header field): it is stored as
+/// U+FFFD, as lossy decoding marks what it could not keep. SQLite keeps it as it is; neither
+/// can be searched for (IMAP search strings hold no NUL).
+fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// A message's `message_meta` text columns: subject, first From address, Message-ID, and the
+/// metadata as JSON.
+struct MetaColumns<'a> {
+    subject: Option<std::borrow::Cow<'a, str>>,
+    from: Option<std::borrow::Cow<'a, str>>,
+    message_id: Option<std::borrow::Cow<'a, str>>,
+    json: String,
+}
+
+impl MetaColumns<'_> {
+    fn of(msg: &NewMessage) -> Result<MetaColumns<'_>> {
+        Ok(MetaColumns {
+            subject: msg.meta.subject.as_deref().map(pg_text),
+            from: msg
+                .meta
+                .from
+                .first()
+                .and_then(|a| a.address.as_deref())
+                .map(pg_text),
+            message_id: msg.meta.message_id.as_deref().map(pg_text),
+            json: serde_json::to_string(&msg.meta)
+                .map_err(|e| StoreError::Internal(e.to_string()))?,
+        })
+    }
+}
+
 async fn insert_message(
     tx: &deadpool_postgres::Transaction<'_>,
     msg: &NewMessage,
@@ -278,9 +316,7 @@ async fn insert_message(
         .await
         .map_err(map_err)?;
     }
-    let meta_json =
-        serde_json::to_string(&msg.meta).map_err(|e| StoreError::Internal(e.to_string()))?;
-    let from = msg.meta.from.first().and_then(|a| a.address.clone());
+    let columns = MetaColumns::of(msg)?;
     let st = tx
         .prepare_cached(
             "INSERT INTO message_meta
@@ -294,11 +330,11 @@ async fn insert_message(
         &[
             &hash,
             &size,
-            &msg.meta.subject,
-            &from,
-            &msg.meta.message_id,
+            &columns.subject.as_deref(),
+            &columns.from.as_deref(),
+            &columns.message_id.as_deref(),
             &msg.meta.date,
-            &meta_json,
+            &columns.json,
             &msg.header,
         ],
     )
@@ -315,7 +351,14 @@ async fn insert_message(
                 .await
                 .map_err(map_err)?;
             let fresh = tx
-                .execute(&st, &[&hash, &indexed.text.header, &indexed.text.body])
+                .execute(
+                    &st,
+                    &[
+                        &hash,
+                        &pg_text(&indexed.text.header),
+                        &pg_text(&indexed.text.body),
+                    ],
+                )
                 .await
                 .map_err(map_err)?;
             if fresh > 0 && !indexed.deferred {
@@ -382,12 +425,12 @@ async fn insert_unindexed_messages(
     let mut metas = Vec::with_capacity(unique.len());
     let mut headers = Vec::with_capacity(unique.len());
     for m in unique.values() {
-        subjects.push(m.meta.subject.as_deref());
-        froms.push(m.meta.from.first().and_then(|a| a.address.as_deref()));
-        message_ids.push(m.meta.message_id.as_deref());
+        let columns = MetaColumns::of(m)?;
+        subjects.push(columns.subject);
+        froms.push(columns.from);
+        message_ids.push(columns.message_id);
         dates.push(m.meta.date);
-        metas
-            .push(serde_json::to_string(&m.meta).map_err(|e| StoreError::Internal(e.to_string()))?);
+        metas.push(columns.json);
         headers.push(m.header.as_deref());
     }
     let st = cached(
@@ -2118,7 +2161,11 @@ impl MetaStore for PostgresStore {
         tx.execute(
             "INSERT INTO message_text (hash, header, body) VALUES ($1, $2, $3)
              ON CONFLICT (hash) DO NOTHING",
-            &[&hash, &text.text.header, &text.text.body],
+            &[
+                &hash,
+                &pg_text(&text.text.header),
+                &pg_text(&text.text.body),
+            ],
         )
         .await
         .map_err(map_err)?;
