@@ -289,6 +289,26 @@ def test_names_with_a_multibyte_character_where_inbox_would_end(box):
     r.close()
 
 
+def test_utf8_append_takes_only_a_literal8(box):
+    """RFC 6855 §4: APPEND's UTF8 form carries a literal8 (~{n}). A plain literal there is a
+    syntax error and stores nothing: it would let a NUL through outside a literal8 (found by
+    fuzzing)."""
+    r = Raw(box)
+    r.cmd("ENABLE UTF8=ACCEPT")
+    body = b"Subject: x\r\n\r\n\x00\x00\r\n"
+    r.n += 1
+    r.send(f"t{r.n} APPEND INBOX UTF8 ({{{len(body)}+}}\r\n".encode() + body + b")\r\n")
+    _, tagged = r.read_until(f"t{r.n}", "BAD")
+    lines, _ = r.cmd("STATUS INBOX (MESSAGES)")
+    assert b"MESSAGES 3" in lines[0], (tagged, lines)
+    r.n += 1
+    r.send(f"t{r.n} APPEND INBOX UTF8 (~{{{len(body)}+}}\r\n".encode() + body + b")\r\n")
+    r.read_until(f"t{r.n}", "OK")
+    lines, _ = r.cmd("STATUS INBOX (MESSAGES)")
+    assert b"MESSAGES 4" in lines[0], lines
+    r.close()
+
+
 def test_status_and_list_status(box):
     m = login(box)
     data = ok(m.status("INBOX", "(MESSAGES UNSEEN UIDNEXT UIDVALIDITY SIZE HIGHESTMODSEQ DELETED)"))
