@@ -7,6 +7,7 @@ use clap::Subcommand;
 use trimaran_backup::progress::human_bytes;
 use trimaran_backup::{snapshot, Repository, Retention};
 use trimaran_core::config::Config;
+use trimaran_core::store::sqlite::SqliteBuild;
 use trimaran_core::store::StoreUrl;
 
 use crate::admin::open;
@@ -221,20 +222,47 @@ pub async fn run(config: Config, cmd: BackupCommand) -> anyhow::Result<()> {
             keep_uidvalidity,
             quiet,
         } => {
-            let store = open(&config).await?;
             let repo = Repository::open(&from, false)?;
-            let r = trimaran_backup::restore(
-                &store,
-                &repo,
-                &trimaran_backup::RestoreOptions {
-                    snapshot,
-                    account,
-                    keep_uidvalidity,
-                    quiet,
-                },
-            )
-            .await
-            .context("restore failed; running it again continues where it stopped")?;
+            let opts = trimaran_backup::RestoreOptions {
+                snapshot,
+                account,
+                keep_uidvalidity,
+                quiet,
+            };
+            let url: StoreUrl = config.store_url().parse()?;
+            // A SQLite store that does not exist (yet, or any more) is built beside its place
+            // and put there once complete: about a fifth faster (see SqliteBuild).
+            let build = match &url {
+                StoreUrl::Sqlite(path) => SqliteBuild::begin(path)?,
+                StoreUrl::Postgres(_) => None,
+            };
+            let r = match build {
+                None => {
+                    let store = open(&config).await?;
+                    trimaran_backup::restore(&store, &repo, &opts)
+                        .await
+                        .context("restore failed; running it again continues where it stopped")?
+                }
+                Some(build) => {
+                    let target = build.target().display().to_string();
+                    let store = build
+                        .open(config.blobs.as_ref())
+                        .await
+                        .with_context(|| format!("building a new store for {target}"))?;
+                    let r = trimaran_backup::restore(&store, &repo, &opts)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "restore failed; {target} was not made. Running it again starts over"
+                            )
+                        })?;
+                    build
+                        .finish(store)
+                        .await
+                        .with_context(|| format!("putting the restored store at {target}"))?;
+                    r
+                }
+            };
             println!(
                 "restored {}: {} accounts ({} new), {} mailboxes new, {} messages restored, {} already there",
                 r.snapshot,

@@ -392,17 +392,24 @@ impl Store {
     ) -> Result<Arc<Store>> {
         // Before the database, so that a bad blob configuration is reported as such.
         let external = blobs.map(s3::open).transpose()?;
-        let (meta, own_blobs): (Arc<dyn MetaStore>, Arc<dyn BlobStore>) = match url {
+        Ok(match url {
             StoreUrl::Sqlite(path) => {
-                let backend = Arc::new(sqlite::SqliteStore::open(path).await?);
-                (backend.clone(), backend)
+                Store::assemble(Arc::new(sqlite::SqliteStore::open(path).await?), external)
             }
-            StoreUrl::Postgres(url) => {
-                let backend = Arc::new(postgres::PostgresStore::open(url).await?);
-                (backend.clone(), backend)
-            }
-        };
-        Ok(Arc::new(Store::new(meta, external.unwrap_or(own_blobs))))
+            StoreUrl::Postgres(url) => Store::assemble(
+                Arc::new(postgres::PostgresStore::open(url).await?),
+                external,
+            ),
+        })
+    }
+
+    /// A store on `backend`, with bodies in `external` when given, else in `backend` too.
+    pub(crate) fn assemble<B: MetaStore + BlobStore + 'static>(
+        backend: Arc<B>,
+        external: Option<Arc<dyn BlobStore>>,
+    ) -> Arc<Store> {
+        let bodies = external.unwrap_or_else(|| backend.clone());
+        Arc::new(Store::new(backend, bodies))
     }
 
     pub fn new(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) -> Store {

@@ -4,8 +4,11 @@
 //! returns. Writes go through [`writer::Writer`] (one thread, group commit); reads use a small
 //! pool of connections, which WAL lets run beside the writer.
 
+mod build;
 mod queue;
 mod writer;
+
+pub use build::SqliteBuild;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -34,6 +37,7 @@ const MAX_CONCURRENT_READS: usize = 16;
 
 struct Readers {
     path: PathBuf,
+    journal: Journal,
     idle: Mutex<Vec<Connection>>,
 }
 
@@ -45,7 +49,7 @@ impl Readers {
         let idle = self.idle.lock().expect("reader pool lock").pop();
         match idle {
             Some(conn) => Ok(conn),
-            None => open_connection(&self.path),
+            None => open_connection(&self.path, self.journal),
         }
     }
 
@@ -57,9 +61,34 @@ impl Readers {
     }
 }
 
+/// How a database's connections journal their writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Journal {
+    /// A store in service: WAL, every commit on disk before it returns (G1).
+    Durable,
+    /// A database no server can see yet ([`SqliteBuild`]): the rollback journal in memory and
+    /// no fsync per commit. Every page is written once, to the database file, instead of to
+    /// the WAL and again to the database; the whole file is made durable once, at the end,
+    /// before it is put in place. A crash meanwhile can leave the file inconsistent, which is
+    /// why it is only ever used where a crash means starting over. (MEMORY rather than OFF:
+    /// a job that fails rolls its savepoint back, which needs a journal.)
+    Unpublished,
+}
+
 /// Opens a connection with the settings every connection needs.
-pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
+pub(crate) fn open_connection(path: &Path, journal: Journal) -> Result<Connection> {
     let conn = Connection::open(path).map_err(map_err)?;
+    if journal == Journal::Unpublished {
+        conn.execute_batch(
+            "PRAGMA journal_mode=MEMORY;
+             PRAGMA synchronous=OFF;
+             PRAGMA foreign_keys=ON;
+             PRAGMA busy_timeout=10000;
+             PRAGMA mmap_size=2147418112;",
+        )
+        .map_err(map_err)?;
+        return Ok(conn);
+    }
     // synchronous=FULL: with WAL, NORMAL could lose the last commits on power loss; G1 forbids it.
     // mmap_size: reads come straight from the kernel's page cache, shared by every connection,
     // instead of a pread and a copy into each connection's small private cache (that was most
@@ -99,6 +128,10 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
 
 impl SqliteStore {
     pub async fn open(path: &Path) -> Result<SqliteStore> {
+        SqliteStore::open_with(path, Journal::Durable).await
+    }
+
+    async fn open_with(path: &Path, journal: Journal) -> Result<SqliteStore> {
         let path = path.to_path_buf();
         let conn = tokio::task::spawn_blocking({
             let path = path.clone();
@@ -108,7 +141,7 @@ impl SqliteStore {
                         StoreError::Unavailable(format!("creating {}: {e}", dir.display()))
                     })?;
                 }
-                let mut conn = open_connection(&path)?;
+                let mut conn = open_connection(&path, journal)?;
                 migrate_sqlite(&mut conn)?;
                 Ok(conn)
             }
@@ -116,9 +149,10 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
         Ok(SqliteStore {
-            writer: Writer::start(path.clone(), conn),
+            writer: Writer::start(path.clone(), conn, journal),
             readers: Arc::new(Readers {
                 path,
+                journal,
                 idle: Mutex::new(Vec::new()),
             }),
             read_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_READS)),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::{map_err, open_connection};
+use super::{map_err, open_connection, Journal};
 use crate::error::{Result, StoreError};
 
 /// Most jobs in one transaction: bounds the latency a job can add to the others in its group.
@@ -71,17 +71,25 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread on an already configured connection.
-    pub fn start(path: PathBuf, conn: Connection) -> Writer {
-        Writer::start_bounded(path, conn, WAL_RESTART_FRAMES)
+    pub fn start(path: PathBuf, conn: Connection, journal: Journal) -> Writer {
+        Writer::start_bounded(path, conn, journal, WAL_RESTART_FRAMES)
     }
 
     /// [`Writer::start`], with the WAL started over past `restart_frames` frames.
-    fn start_bounded(path: PathBuf, conn: Connection, restart_frames: i64) -> Writer {
+    fn start_bounded(
+        path: PathBuf,
+        conn: Connection,
+        journal: Journal,
+        restart_frames: i64,
+    ) -> Writer {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
-        let running = Arc::new(AtomicBool::new(true));
+        let wal = journal == Journal::Durable;
+        let running = Arc::new(AtomicBool::new(wal));
         let wal_large = Arc::new(AtomicBool::new(false));
-        match open_connection(&path) {
-            Ok(checkpoints) => {
+        match wal.then(|| open_connection(&path, journal)) {
+            // Without a WAL there is nothing to copy back.
+            None => {}
+            Some(Ok(checkpoints)) => {
                 let running = running.clone();
                 let wal_large = wal_large.clone();
                 std::thread::Builder::new()
@@ -90,14 +98,14 @@ impl Writer {
                     .expect("spawning the SQLite checkpoint thread");
             }
             // The writer then checkpoints by itself, as SQLite does by default.
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "no checkpoint connection; the writer checkpoints");
                 running.store(false, Ordering::Relaxed);
             }
         }
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(path, conn, queue, running, wal_large))
+            .spawn(move || run(path, journal, conn, queue, running, wal_large))
             .expect("spawning the SQLite writer thread");
         Writer { jobs }
     }
@@ -181,6 +189,7 @@ fn checkpoint(
 
 fn run(
     path: PathBuf,
+    journal: Journal,
     mut conn: Connection,
     queue: mpsc::Receiver<Box<dyn Job>>,
     checkpointer: Arc<AtomicBool>,
@@ -211,7 +220,7 @@ fn run(
         if io_trouble {
             // After an I/O error (disk full, read-only file system) start again from a fresh
             // connection rather than trust the state of this one.
-            match open_connection(&path) {
+            match open_connection(&path, journal) {
                 Ok(fresh) => {
                     writer_settings(&fresh, checkpointer.load(Ordering::Relaxed));
                     conn = fresh
@@ -329,9 +338,9 @@ mod tests {
     async fn the_wal_starts_over_under_a_steady_stream_of_writes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
-        let conn = open_connection(&path).unwrap();
+        let conn = open_connection(&path, Journal::Durable).unwrap();
         conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
-        let writer = Writer::start_bounded(path.clone(), conn, 256);
+        let writer = Writer::start_bounded(path.clone(), conn, Journal::Durable, 256);
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let w = writer.clone();
