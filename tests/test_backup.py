@@ -325,6 +325,56 @@ def test_restore_killed_and_run_again_has_no_duplicates(make_server, tmp_path):
     assert_same(state(target), state(server))
 
 
+def test_restore_into_a_new_store_killed_and_run_again(make_server, tmp_path):
+    """The disaster case: no store any more. SQLite builds the new one beside its place and
+    puts it there complete, so a restore killed half-way leaves no store a server could start
+    on with half the mail; the next run starts over and ends with every message once."""
+    server = make_server(accounts=ACCOUNTS[:1])
+    account = ACCOUNTS[0]
+    deliver(server, account, [message(i, account, 2000) for i in range(3000)])
+    repo = tmp_path / "repo"
+    backup(server, repo)
+    target = make_server(domain=None, accounts=(), start=False)
+    db = target.data_dir / "trimaran.db"
+    building = target.data_dir / "trimaran.db.restoring"
+    cmd = [trimaran_bin(), "--data-dir", str(target.data_dir), "--store", target.store,
+           "backup", "restore", "--from", str(repo), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+    def under_way():
+        if target.backend == "sqlite":
+            return building.exists() and building.stat().st_size > 1_000_000
+        try:
+            [(count,)] = target.sql("SELECT count(*) FROM mailbox_messages")
+            return int(count) > 0
+        except Exception:
+            return False
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not under_way():
+        assert proc.poll() is None, proc.communicate()
+        if target.backend == "sqlite":
+            assert not db.exists(), "the store appeared before it was complete"
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if target.backend == "sqlite":
+        assert not db.exists(), "a killed restore left a store behind"
+        assert building.stat().st_size > 1_000_000
+    else:
+        [(count,)] = target.sql("SELECT count(*) FROM mailbox_messages")
+        assert 0 < int(count) < 3000, f"killed after {count} of 3000 messages"
+    out = restore(target, repo).stdout.decode()
+    assert "3000 messages restored" in out or target.backend != "sqlite", out
+    assert not building.exists()
+    assert_same(state(target), state(server))
+    target.start()
+    m = imap(target, account)
+    typ, data = m.select("INBOX", readonly=True)
+    assert typ == "OK" and int(data[0]) == 3000, data
+    m.logout()
+
+
 def test_incremental_backups_copy_only_new_bodies_and_prune_keeps_what_is_needed(make_server, tmp_path):
     server = make_server(accounts=ACCOUNTS[:1])
     account = ACCOUNTS[0]
