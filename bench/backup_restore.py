@@ -12,9 +12,11 @@ step (when this runs as root), so that both read from disk:
   backup   trimaran: `backup create` into an empty repository (fsyncs every pack and snapshot)
            tar:      `tar -cf` of the Maildirs, then `sync`
            doveadm:  `doveadm backup` of every user into a second Maildir tree, then `sync`
-  restore  trimaran: `backup restore` into an empty store of the same back end (every body
+  restore  trimaran: `backup restore` into a new store of the same back end (every body
                      checked against its hash, committed durably; the search index is
-                     built afterwards by the server's background indexer, not timed here)
+                     built afterwards by the server's background indexer, not timed here).
+                     SQLite: no store there yet, so it is built beside its place without a
+                     WAL and linked in when complete; PostgreSQL: an empty database.
            tar:      `tar -xf` into an empty directory, then `sync`
            doveadm:  `doveadm backup -R` of every user from that tree into emptied Maildirs
 
