@@ -2,7 +2,9 @@
 //!
 //! Durability: WAL journal with `synchronous=FULL`, so a commit has reached the disk before it
 //! returns. Writes go through [`writer::Writer`] (one thread, group commit); reads use a small
-//! pool of connections, which WAL lets run beside the writer.
+//! pool of connections, which WAL lets run beside the writer. A store restored where none
+//! exists is built without the WAL and made durable once, before any server can open it
+//! ([`SqliteBuild`]).
 
 mod build;
 mod queue;
