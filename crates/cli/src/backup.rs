@@ -243,19 +243,23 @@ pub async fn run(config: Config, cmd: BackupCommand) -> anyhow::Result<()> {
                         .await
                         .context("restore failed; running it again continues where it stopped")?
                 }
-                Some(build) => {
+                Some(mut build) => {
                     let target = build.target().display().to_string();
                     let store = build
                         .open(config.blobs.as_ref())
                         .await
                         .with_context(|| format!("building a new store for {target}"))?;
-                    let r = trimaran_backup::restore(&store, &repo, &opts)
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "restore failed; {target} was not made. Running it again starts over"
-                            )
-                        })?;
+                    let r = match trimaran_backup::restore(&store, &repo, &opts).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            build.abandon(store).await;
+                            return Err(e).with_context(|| {
+                                format!(
+                                    "restore failed; {target} was not made. Running it again starts over"
+                                )
+                            });
+                        }
+                    };
                     build
                         .finish(store)
                         .await

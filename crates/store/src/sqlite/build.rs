@@ -25,6 +25,8 @@ pub struct SqliteBuild {
     /// An exclusive lock on `building`, held to the end: a second restore into the same new
     /// store is refused instead of writing into this one's file.
     lock: File,
+    /// The database while it is open: closed (its writer finished) before the lock is let go.
+    backend: Option<Arc<SqliteStore>>,
 }
 
 /// Files a SQLite database at `path` consists of besides itself.
@@ -146,10 +148,22 @@ impl SqliteBuild {
         for c in COMPANIONS {
             remove_if_there(&with_suffix(&building, c))?;
         }
+        // Publishing needs a hard link (a rename could replace a store made meanwhile): where
+        // the file system has none, restore into the store in place instead, before any work
+        // is done rather than after all of it.
+        let probe = with_suffix(&building, ".link");
+        remove_if_there(&probe)?;
+        if let Err(e) = std::fs::hard_link(&building, &probe) {
+            tracing::info!(error = %e, dir = %dir.display(), "no hard links: restoring in place");
+            remove_if_there(&building)?;
+            return Ok(None);
+        }
+        remove_if_there(&probe)?;
         Ok(Some(SqliteBuild {
             target: target.to_path_buf(),
             building,
             lock,
+            backend: None,
         }))
     }
 
@@ -160,19 +174,42 @@ impl SqliteBuild {
 
     /// The store being built, with bodies in the object store `blobs` when given. It is a
     /// whole store: migrations, every read and write work as in service.
-    pub async fn open(&self, blobs: Option<&S3Config>) -> Result<Arc<Store>> {
+    pub async fn open(&mut self, blobs: Option<&S3Config>) -> Result<Arc<Store>> {
         let external = blobs.map(crate::s3::open).transpose()?;
-        let backend = SqliteStore::open_with(&self.building, Journal::Unpublished).await?;
-        Ok(Store::assemble(Arc::new(backend), external))
+        let backend = Arc::new(SqliteStore::open_with(&self.building, Journal::Unpublished).await?);
+        self.backend = Some(backend.clone());
+        Ok(Store::assemble(backend, external))
     }
 
-    /// Makes the complete store durable and puts it at its final name. `store` must be the
-    /// one [`SqliteBuild::open`] gave, with every write of it finished. Fails, replacing
-    /// nothing, when a store appeared at the final name meanwhile (a server started on it).
-    pub async fn finish(self, store: Arc<Store>) -> Result<()> {
-        // Its connections close; nothing of this process writes to the file any more.
+    /// Makes the complete store durable and puts it at its final name. `store` is the one
+    /// [`SqliteBuild::open`] gave. Fails, replacing nothing, when writing it met an I/O
+    /// error or a store appeared at the final name meanwhile (a server started on it).
+    pub async fn finish(mut self, store: Arc<Store>) -> Result<()> {
         drop(store);
+        self.close().await?;
         tokio::task::spawn_blocking(move || self.publish())
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    /// Gives up (the restore failed): waits for the writes already sent to end, so that no
+    /// other restore can start over on the file while this one still writes to it, and
+    /// leaves the file for the next run to start over.
+    pub async fn abandon(mut self, store: Arc<Store>) {
+        drop(store);
+        if let Err(e) = self.close().await {
+            tracing::debug!(error = %e, "closing an abandoned build");
+        }
+    }
+
+    /// Closes the database: every write finished, every connection closed.
+    async fn close(&mut self) -> Result<()> {
+        let Some(backend) = self.backend.take() else {
+            return Ok(());
+        };
+        let backend = Arc::into_inner(backend)
+            .ok_or_else(|| StoreError::Internal("the store being built is still in use".into()))?;
+        tokio::task::spawn_blocking(move || backend.close())
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))?
     }
@@ -191,7 +228,7 @@ impl SqliteBuild {
         match std::fs::hard_link(&self.building, &self.target) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                remove_if_there(&self.building)?;
+                let _ = std::fs::remove_file(&self.building);
                 return Err(StoreError::AlreadyExists(format!(
                     "a store at {} appeared while the restore built a new one beside it (was a \
                      server started?); it was left as it is: run the restore again to restore \
@@ -211,7 +248,11 @@ impl SqliteBuild {
             }
         }
         sync_dir(dir)?;
-        remove_if_there(&self.building)?;
-        sync_dir(dir)
+        // The store is in place: a second name left for it is harmless (the next restore
+        // into it removes it) and no reason to report a failure.
+        if let Err(e) = remove_if_there(&self.building).and_then(|()| sync_dir(dir)) {
+            tracing::warn!(error = %e, "the restored store is in place; its temporary name stays");
+        }
+        Ok(())
     }
 }

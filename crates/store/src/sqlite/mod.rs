@@ -81,11 +81,14 @@ pub(crate) enum Journal {
 pub(crate) fn open_connection(path: &Path, journal: Journal) -> Result<Connection> {
     let conn = Connection::open(path).map_err(map_err)?;
     if journal == Journal::Unpublished {
+        // Readers and the writer lock each other out here (no WAL): a reader waits for a
+        // commit however long it takes, as nobody interactive is waiting, rather than fail
+        // the whole build.
         conn.execute_batch(
-            "PRAGMA journal_mode=MEMORY;
+            "PRAGMA busy_timeout=600000;
+             PRAGMA journal_mode=MEMORY;
              PRAGMA synchronous=OFF;
              PRAGMA foreign_keys=ON;
-             PRAGMA busy_timeout=10000;
              PRAGMA mmap_size=2147418112;",
         )
         .map_err(map_err)?;
@@ -131,6 +134,11 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
 impl SqliteStore {
     pub async fn open(path: &Path) -> Result<SqliteStore> {
         SqliteStore::open_with(path, Journal::Durable).await
+    }
+
+    /// Finishes every write sent so far and closes the database; see [`Writer::close`].
+    fn close(self) -> Result<()> {
+        self.writer.close()
     }
 
     async fn open_with(path: &Path, journal: Journal) -> Result<SqliteStore> {

@@ -7,7 +7,8 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -67,6 +68,9 @@ where
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Set when an I/O error stopped the writer of an unpublished database (see `run`).
+    broken: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -103,11 +107,44 @@ impl Writer {
                 running.store(false, Ordering::Relaxed);
             }
         }
-        std::thread::Builder::new()
+        let broken = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(path, journal, conn, queue, running, wal_large))
+            .spawn({
+                let broken = broken.clone();
+                move || run(path, journal, conn, queue, running, wal_large, broken)
+            })
             .expect("spawning the SQLite writer thread");
-        Writer { jobs }
+        Writer {
+            jobs,
+            thread: Arc::new(Mutex::new(Some(thread))),
+            broken,
+        }
+    }
+
+    /// Waits for the jobs sent so far to finish and the thread to close its connection (this
+    /// must be the last handle on the writer; a clone would keep it waiting for work). Fails
+    /// when an I/O error stopped the writer of an unpublished database, whose file can then
+    /// not be trusted.
+    pub fn close(self) -> Result<()> {
+        let Writer {
+            jobs,
+            thread,
+            broken,
+        } = self;
+        drop(jobs);
+        let handle = thread.lock().map(|mut t| t.take()).unwrap_or(None);
+        if let Some(handle) = handle {
+            handle
+                .join()
+                .map_err(|_| StoreError::Internal("the SQLite writer thread panicked".into()))?;
+        }
+        if broken.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable(
+                "an I/O error stopped the writes to this database part-way".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Runs `work` inside the next group transaction and returns its result once committed.
@@ -194,6 +231,7 @@ fn run(
     queue: mpsc::Receiver<Box<dyn Job>>,
     checkpointer: Arc<AtomicBool>,
     wal_large: Arc<AtomicBool>,
+    broken: Arc<AtomicBool>,
 ) {
     writer_settings(&conn, checkpointer.load(Ordering::Relaxed));
     while let Ok(first) = queue.recv() {
@@ -216,6 +254,18 @@ fn run(
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 tracing::debug!(error = %e, "WAL checkpoint by the writer");
             }
+        }
+        if io_trouble && journal == Journal::Unpublished {
+            // Its journal was in this connection's memory only: a transaction that could not
+            // be rolled back may have left pages of it in the file, and no fresh connection
+            // would know. Nothing more is written, and the database is never published.
+            broken.store(true, Ordering::Relaxed);
+            while let Ok(job) = queue.try_recv() {
+                job.finish(Err(StoreError::Unavailable(
+                    "an earlier I/O error stopped the writes to this database".into(),
+                )));
+            }
+            break;
         }
         if io_trouble {
             // After an I/O error (disk full, read-only file system) start again from a fresh
