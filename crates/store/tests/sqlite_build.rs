@@ -58,7 +58,7 @@ fn building(target: &Path) -> std::path::PathBuf {
 async fn a_built_store_appears_whole_and_serves_as_any_other() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("sub").join("t.db");
-    let build = SqliteBuild::begin(&target)
+    let mut build = SqliteBuild::begin(&target)
         .unwrap()
         .expect("nothing is there");
     let store = build.open(None).await.unwrap();
@@ -124,6 +124,24 @@ async fn nothing_of_an_existing_store_is_built_over() {
     assert!(SqliteBuild::begin(&target).unwrap().is_none());
     assert!(!building(&target).exists());
 
+    // A build killed between linking the store into place and removing its temporary name
+    // leaves two names of the store in service: the second goes, the store is untouched.
+    std::fs::hard_link(&target, building(&target)).unwrap();
+    let size = std::fs::metadata(&target).unwrap().len();
+    assert!(SqliteBuild::begin(&target).unwrap().is_none());
+    assert!(!building(&target).exists());
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), size);
+    let store = Store::open(&StoreUrl::Sqlite(target.clone()))
+        .await
+        .unwrap();
+    assert!(store
+        .meta()
+        .account_by_address("alice@example.test")
+        .await
+        .unwrap()
+        .is_some());
+    drop(store);
+
     // A WAL without its database (the database removed by hand) would be applied to a new
     // file put beside it: that is not built on either.
     let other = dir.path().join("u.db");
@@ -135,7 +153,7 @@ async fn nothing_of_an_existing_store_is_built_over() {
 async fn a_store_made_meanwhile_is_left_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("t.db");
-    let build = SqliteBuild::begin(&target).unwrap().unwrap();
+    let mut build = SqliteBuild::begin(&target).unwrap().unwrap();
     let built = build.open(None).await.unwrap();
     let a = account(&built, "alice@example.test").await;
     deliver(&built, a, &["restored".to_string()]).await;
@@ -168,7 +186,7 @@ async fn a_store_made_meanwhile_is_left_as_it_is() {
 async fn an_interrupted_build_starts_over_and_a_second_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("t.db");
-    let first = SqliteBuild::begin(&target).unwrap().unwrap();
+    let mut first = SqliteBuild::begin(&target).unwrap().unwrap();
     let store = first.open(None).await.unwrap();
     account(&store, "alice@example.test").await;
     match SqliteBuild::begin(&target) {
@@ -182,7 +200,7 @@ async fn an_interrupted_build_starts_over_and_a_second_one_is_refused() {
     assert!(building(&target).metadata().unwrap().len() > 0);
     assert!(!target.exists());
 
-    let again = SqliteBuild::begin(&target).unwrap().unwrap();
+    let mut again = SqliteBuild::begin(&target).unwrap().unwrap();
     let store = again.open(None).await.unwrap();
     assert!(
         !store.meta().domain_exists("example.test").await.unwrap(),
