@@ -4,12 +4,14 @@ use trimaran_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    #[error("{}: {source}", path.display())]
+    // The message carries the cause, so it is not also a `source` (or error chains would
+    // print it twice).
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// The repository is not one, or is of a format this binary does not know.
     #[error("{0}")]
@@ -26,10 +28,10 @@ pub enum BackupError {
 }
 
 impl BackupError {
-    pub fn io(path: &Path, source: std::io::Error) -> BackupError {
+    pub fn io(path: &Path, error: std::io::Error) -> BackupError {
         BackupError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
 }
