@@ -4,7 +4,7 @@
 //! TRIMARAN_TEST_POSTGRES is set. The unreachable-endpoint test needs no service and always runs.
 
 mod common;
-use common::rand_id;
+use common::{deliver, rand_id};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,36 +110,6 @@ async fn stores(c: &S3Config) -> Vec<(String, Arc<Store>, Option<tempfile::TempD
         out.push(("postgres".to_string(), pg, None));
     }
     out
-}
-
-fn new_message(raw: &[u8]) -> NewMessage {
-    NewMessage {
-        meta: MessageMeta {
-            size: raw.len() as u64,
-            ..MessageMeta::default()
-        },
-        blob: StoredBlob::encode(raw),
-        header: None,
-        text: None,
-        received_at: 1_800_000_000,
-    }
-}
-
-async fn deliver(store: &Store, account: AccountId, raw: &[u8]) -> BlobHash {
-    let msg = new_message(raw);
-    let hash = msg.blob.hash;
-    store
-        .deliver(Arc::new(Delivery {
-            id: format!("d{:016x}", rand_id()),
-            local: Some(LocalDelivery {
-                message: msg,
-                accounts: vec![account],
-            }),
-            outbound: None,
-        }))
-        .await
-        .unwrap();
-    hash
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,43 +2,18 @@
 //! not exist): nothing is ever built over, an interrupted build starts over, and the result is
 //! an ordinary store.
 
+mod common;
+use common::deliver;
 use std::path::Path;
-use std::sync::Arc;
 
 use trimaran_store::sqlite::SqliteBuild;
 use trimaran_store::*;
 
-fn message(text: &str) -> NewMessage {
-    let raw = format!("Subject: {text}\r\n\r\n{text}\r\n").into_bytes();
-    NewMessage {
-        meta: MessageMeta {
-            size: raw.len() as u64,
-            subject: Some(text.to_string()),
-            ..MessageMeta::default()
-        },
-        blob: StoredBlob::encode(&raw),
-        header: None,
-        text: None,
-        received_at: 1_800_000_000,
-    }
-}
-
-async fn deliver(store: &Store, account: AccountId, texts: &[String]) -> Vec<BlobHash> {
+async fn deliver_texts(store: &Store, account: AccountId, texts: &[String]) -> Vec<BlobHash> {
     let mut hashes = Vec::new();
     for text in texts {
-        let msg = message(text);
-        hashes.push(msg.blob.hash);
-        store
-            .deliver(Arc::new(Delivery {
-                id: text.clone(),
-                local: Some(LocalDelivery {
-                    message: msg,
-                    accounts: vec![account],
-                }),
-                outbound: None,
-            }))
-            .await
-            .unwrap();
+        let raw = format!("Subject: {text}\r\n\r\n{text}\r\n");
+        hashes.push(deliver(store, account, raw.as_bytes()).await);
     }
     hashes
 }
@@ -69,7 +44,7 @@ async fn a_built_store_appears_whole_and_serves_as_any_other() {
         Err(StoreError::AlreadyExists(_))
     ));
     let texts: Vec<String> = (0..200).map(|i| format!("message {i}")).collect();
-    let hashes = deliver(&store, alice, &texts).await;
+    let hashes = deliver_texts(&store, alice, &texts).await;
     assert!(
         !target.exists(),
         "no server can see a store before it is complete"
@@ -92,7 +67,7 @@ async fn a_built_store_appears_whole_and_serves_as_any_other() {
         assert_eq!(BlobHash::of(&bytes), *hash);
     }
     // It takes mail as any store does, in WAL mode like every store in service.
-    deliver(&store, alice, &["after".to_string()]).await;
+    deliver_texts(&store, alice, &["after".to_string()]).await;
     let conn = rusqlite::Connection::open(&target).unwrap();
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -156,14 +131,14 @@ async fn a_store_made_meanwhile_is_left_as_it_is() {
     let mut build = SqliteBuild::begin(&target).unwrap().unwrap();
     let built = build.open(None).await.unwrap();
     let a = account(&built, "alice@example.test").await;
-    deliver(&built, a, &["restored".to_string()]).await;
+    deliver_texts(&built, a, &["restored".to_string()]).await;
 
     // A server started on the target while the restore ran, and took mail.
     let live = Store::open(&StoreUrl::Sqlite(target.clone()))
         .await
         .unwrap();
     let b = account(&live, "bob@example.test").await;
-    let kept = deliver(&live, b, &["arrived meanwhile".to_string()]).await;
+    let kept = deliver_texts(&live, b, &["arrived meanwhile".to_string()]).await;
 
     match build.finish(built).await {
         Err(StoreError::AlreadyExists(why)) => assert!(why.contains("run the restore again")),
