@@ -325,18 +325,24 @@ def test_restore_killed_and_run_again_has_no_duplicates(make_server, tmp_path):
     assert_same(state(target), state(server))
 
 
+def backed_up_and_no_store(make_server, tmp_path, count):
+    """A server with `count` messages of 48 KB that do not compress, its backup, and a second
+    server that has no store yet: (server, account, repository, target)."""
+    server = make_server(accounts=ACCOUNTS[:1])
+    account = ACCOUNTS[0]
+    deliver(server, account, [message(i, account, 48000, random=True) for i in range(count)])
+    repo = tmp_path / "repo"
+    backup(server, repo)
+    return server, account, repo, make_server(domain=None, accounts=(), start=False)
+
+
 def test_restore_into_a_new_store_killed_and_run_again(make_server, tmp_path):
     """The disaster case: no store any more. SQLite builds the new one beside its place and
     puts it there complete, so a restore killed half-way leaves no store a server could start
     on with half the mail; the next run starts over and ends with every message once."""
-    server = make_server(accounts=ACCOUNTS[:1])
-    account = ACCOUNTS[0]
     # Bodies that do not compress: the restore commits a batch per 8 MiB of them, so the
     # kill after the first commit lands with most of the work still to do.
-    deliver(server, account, [message(i, account, 48000, random=True) for i in range(1000)])
-    repo = tmp_path / "repo"
-    backup(server, repo)
-    target = make_server(domain=None, accounts=(), start=False)
+    server, account, repo, target = backed_up_and_no_store(make_server, tmp_path, 1000)
     db = target.data_dir / "trimaran.db"
     building = target.data_dir / "trimaran.db.restoring"
     cmd = [trimaran_bin(), "--data-dir", str(target.data_dir), "--store", target.store,
@@ -387,12 +393,7 @@ def test_restore_into_a_new_store_on_a_full_disk_puts_nothing_in_place(make_serv
         pytest.skip("a SQLite file on a small file system")
     if os.geteuid() != 0:
         pytest.skip("mounting a small file system needs root")
-    server = make_server(accounts=ACCOUNTS[:1])
-    account = ACCOUNTS[0]
-    deliver(server, account, [message(i, account, 48000, random=True) for i in range(300)])
-    repo = tmp_path / "repo"
-    backup(server, repo)
-    target = make_server(domain=None, accounts=(), start=False)
+    server, _, repo, target = backed_up_and_no_store(make_server, tmp_path, 300)
     target.data_dir.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(target.data_dir)], check=True)
     try:
