@@ -13,7 +13,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Journal, SqliteStore};
+use super::{directory_of, Journal, SqliteStore};
 use crate::error::{Result, StoreError};
 use crate::s3::S3Config;
 use crate::Store;
@@ -106,10 +106,7 @@ impl SqliteBuild {
         if any_of_a_database(target)? && !exists(&building)? {
             return Ok(None);
         }
-        let dir = target
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = directory_of(target);
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "creating", e))?;
         let lock = loop {
             let file = OpenOptions::new()
@@ -219,11 +216,7 @@ impl SqliteBuild {
         self.lock
             .sync_all()
             .map_err(|e| io_error(&self.building, "syncing", e))?;
-        let dir = self
-            .target
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = directory_of(&self.target);
         // A link, unlike a rename, never replaces what is at the target.
         match std::fs::hard_link(&self.building, &self.target) {
             Ok(()) => {}

@@ -80,36 +80,36 @@ pub(crate) enum Journal {
 /// Opens a connection with the settings every connection needs.
 pub(crate) fn open_connection(path: &Path, journal: Journal) -> Result<Connection> {
     let conn = Connection::open(path).map_err(map_err)?;
-    if journal == Journal::Unpublished {
-        // Readers and the writer lock each other out here (no WAL): a reader waits for a
-        // commit however long it takes, as nobody interactive is waiting, rather than fail
-        // the whole build.
-        conn.execute_batch(
-            "PRAGMA busy_timeout=600000;
-             PRAGMA journal_mode=MEMORY;
-             PRAGMA synchronous=OFF;
-             PRAGMA foreign_keys=ON;
-             PRAGMA mmap_size=2147418112;",
-        )
-        .map_err(map_err)?;
-        return Ok(conn);
-    }
     // synchronous=FULL: with WAL, NORMAL could lose the last commits on power loss; G1 forbids it.
+    // An unpublished database has no WAL, so readers and the writer lock each other out: a
+    // reader there waits for a commit however long it takes (nobody interactive is waiting)
+    // rather than fail the whole build.
+    let (mode, synchronous, busy_ms) = match journal {
+        Journal::Durable => ("WAL", "FULL", 10_000),
+        Journal::Unpublished => ("MEMORY", "OFF", 600_000),
+    };
     // mmap_size: reads come straight from the kernel's page cache, shared by every connection,
     // instead of a pread and a copy into each connection's small private cache (that was most
     // of the CPU of a header FETCH). Writes still go through write() and the WAL. The price:
     // an I/O error on a mapped page ends the process (SIGBUS) instead of failing one command;
     // committed mail stays safe (G1) and the service restarts, as mox (bbolt) and LMDB-based
     // servers accept. 2 GiB is SQLite's default ceiling; a larger file is read as before past it.
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL;
-         PRAGMA synchronous=FULL;
+    conn.execute_batch(&format!(
+        "PRAGMA busy_timeout={busy_ms};
+         PRAGMA journal_mode={mode};
+         PRAGMA synchronous={synchronous};
          PRAGMA foreign_keys=ON;
-         PRAGMA busy_timeout=10000;
-         PRAGMA mmap_size=2147418112;",
-    )
+         PRAGMA mmap_size=2147418112;"
+    ))
     .map_err(map_err)?;
     Ok(conn)
+}
+
+/// The directory a database file at `path` is in.
+pub(crate) fn directory_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Sorts SQLite's errors into temporary and permanent ones (G2).
@@ -146,11 +146,10 @@ impl SqliteStore {
         let conn = tokio::task::spawn_blocking({
             let path = path.clone();
             move || -> Result<Connection> {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::Unavailable(format!("creating {}: {e}", dir.display()))
-                    })?;
-                }
+                let dir = directory_of(&path);
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("creating {}: {e}", dir.display()))
+                })?;
                 let mut conn = open_connection(&path, journal)?;
                 migrate_sqlite(&mut conn)?;
                 Ok(conn)

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -65,10 +65,9 @@ where
     }
 }
 
-#[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    thread: JoinHandle<()>,
     /// Set when an I/O error stopped the writer of an unpublished database (see `run`).
     broken: Arc<AtomicBool>,
 }
@@ -117,13 +116,12 @@ impl Writer {
             .expect("spawning the SQLite writer thread");
         Writer {
             jobs,
-            thread: Arc::new(Mutex::new(Some(thread))),
+            thread,
             broken,
         }
     }
 
-    /// Waits for the jobs sent so far to finish and the thread to close its connection (this
-    /// must be the last handle on the writer; a clone would keep it waiting for work). Fails
+    /// Waits for the jobs sent so far to finish and the thread to close its connection. Fails
     /// when an I/O error stopped the writer of an unpublished database, whose file can then
     /// not be trusted.
     pub fn close(self) -> Result<()> {
@@ -133,12 +131,9 @@ impl Writer {
             broken,
         } = self;
         drop(jobs);
-        let handle = thread.lock().map(|mut t| t.take()).unwrap_or(None);
-        if let Some(handle) = handle {
-            handle
-                .join()
-                .map_err(|_| StoreError::Internal("the SQLite writer thread panicked".into()))?;
-        }
+        thread
+            .join()
+            .map_err(|_| StoreError::Internal("the SQLite writer thread panicked".into()))?;
         if broken.load(Ordering::Relaxed) {
             return Err(StoreError::Unavailable(
                 "an I/O error stopped the writes to this database part-way".into(),
@@ -390,7 +385,12 @@ mod tests {
         let path = dir.path().join("w.db");
         let conn = open_connection(&path, Journal::Durable).unwrap();
         conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
-        let writer = Writer::start_bounded(path.clone(), conn, Journal::Durable, 256);
+        let writer = Arc::new(Writer::start_bounded(
+            path.clone(),
+            conn,
+            Journal::Durable,
+            256,
+        ));
         let tasks: Vec<_> = (0..8)
             .map(|_| {
                 let w = writer.clone();
